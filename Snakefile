@@ -1,0 +1,22 @@
+# Pixel2ISDF pipeline: clothed 3D humans from multi-view, multi-pose photos.
+# Run: snakemake --cores N   (README.md lists every target and how to rerun one stage)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "pipeline/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/synthesize.smk"
+include: "rules/ingest.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

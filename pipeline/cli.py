@@ -1,0 +1,117 @@
+"""``python -m pipeline <stage> [options]``: the one entry point every Snakemake rule calls.
+
+Each stage is a plain function ``run(*, <paths and names>, params)`` in its module; its
+keyword-only arguments become the subcommand's options (``data_dir`` → ``--data-dir``), typed
+from the annotations. ``params`` is the stage's config section plus the run seed, given either
+as ``--params JSON`` (what the rules pass, so Snakemake reruns a stage when they change) or
+read from ``--config FILE``; both are validated against the config schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import load_config, parse_stage_params, stage_params
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A subcommand: where its ``run`` function lives and which config section it reads."""
+
+    target: str
+    section: str
+    help: str
+
+    def load(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGES: dict[str, Stage] = {
+    "synthesize": Stage("pipeline.synthesize.stage:run", "synthesize",
+                        "render one synthetic subject (photos, cameras and truth)"),
+    "check-synthetic": Stage("pipeline.synthesize.checks:run", "synthesize",
+                             "check a synthetic subject's truth against its images"),
+    "ingest": Stage("pipeline.ingest:run", "ingest",
+                    "decode every photo of a subject and write its manifest"),
+}
+
+_SCALARS = {str: str, int: int, float: float, Path: Path}
+
+
+def _add_function_options(parser: argparse.ArgumentParser, func: Callable[..., Any]) -> None:
+    hints = typing.get_type_hints(func)
+    for name, param in inspect.signature(func).parameters.items():
+        if name == "params":
+            continue
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{func.__qualname__}: argument {name!r} must be keyword-only")
+        flag = "--" + name.replace("_", "-")
+        hint = hints[name]
+        required = param.default is inspect.Parameter.empty
+        default = None if required else param.default
+        if hint is bool:
+            parser.add_argument(flag, action="store_true", default=bool(default))
+        elif typing.get_origin(hint) is list:
+            (item,) = typing.get_args(hint)
+            parser.add_argument(flag, type=_SCALARS[item], nargs="+", required=required,
+                                default=default, metavar=name.upper())
+        else:
+            parser.add_argument(flag, type=_SCALARS[hint], required=required, default=default,
+                                metavar=name.upper())
+
+
+def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; the chosen stage's options are added only for that stage."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the Python traceback of input errors too")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, spec in STAGES.items():
+        stage_parser = sub.add_parser(name, help=spec.help, description=spec.help)
+        if name == stage:
+            source = stage_parser.add_mutually_exclusive_group(required=True)
+            source.add_argument("--params", help="the stage parameters as JSON (used by the rules)")
+            source.add_argument("--config", type=Path, help="a config YAML file to read them from")
+            _add_function_options(stage_parser, spec.load())
+    return parser
+
+
+def _chosen_stage(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if a in STAGES), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one stage; return the process exit code (0 ok, 1 input error, 2 usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_chosen_stage(argv)).parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = STAGES[args.stage]
+    func = spec.load()
+    kwargs = {k: v for k, v in vars(args).items()
+              if k not in ("stage", "params", "config", "log_level", "traceback")}
+    try:
+        if args.config is not None:
+            params = stage_params(load_config(args.config), spec.section)
+        else:
+            params = parse_stage_params(args.params, spec.section)
+        func(params=params, **kwargs)
+    except PipelineError as exc:
+        if args.traceback:
+            raise
+        logging.getLogger("pipeline").error("%s", exc)
+        return 1
+    return 0

@@ -1,0 +1,133 @@
+"""Loading and validating the run configuration against ``schemas/config.schema.yaml``.
+
+The same schema is enforced by the Snakefile (``snakemake.utils.validate``) and here, for
+``python -m pipeline``. Defaults from the schema are filled in, so a stage always sees every key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from pipeline.errors import PipelineError
+
+SCHEMA_RESOURCE = "schemas/config.schema.yaml"
+
+
+def load_schema() -> dict[str, Any]:
+    """The configuration schema shipped with the package (a fresh copy each call)."""
+    text = resources.files("pipeline").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _extend_with_default(validator_class: type) -> type:
+    """A validator class that writes each property's ``default`` into the instance."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema) -> Iterator:
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _format_error(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    return f"{path}: {error.message}"
+
+
+def validate_config(
+    config: Mapping[str, Any], schema: dict[str, Any] | None = None, source: str = "config"
+) -> dict[str, Any]:
+    """Validate ``config`` and return a copy with every default filled in.
+
+    Raises:
+        PipelineError: naming each offending key (``section.key: problem``) and the source.
+    """
+    schema = load_schema() if schema is None else schema
+    registry = Registry().with_resource("urn:config", Resource.from_contents(schema))
+    instance = copy.deepcopy(dict(config))
+    validator = _extend_with_default(Draft202012Validator)(schema, registry=registry)
+    # Fill defaults first (a pass that may report errors on partial data), then validate the result.
+    list(validator.iter_errors(instance))
+    errors = sorted(
+        Draft202012Validator(schema, registry=registry).iter_errors(instance),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
+    if errors:
+        lines = "\n".join(f"  - {_format_error(e)}" for e in errors)
+        raise PipelineError(f"invalid configuration in {source}:\n{lines}")
+    _check_cross_references(instance, source)
+    return instance
+
+
+def _check_cross_references(config: dict[str, Any], source: str) -> None:
+    """Rules the schema cannot state: held-out subjects must be among the subjects."""
+    data = config["data"]
+    unknown = sorted(set(data["test_subjects"]) - set(data["subjects"]))
+    if unknown:
+        raise PipelineError(
+            f"invalid configuration in {source}:\n  - data.test_subjects: {unknown} "
+            f"not in data.subjects {data['subjects']}"
+        )
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file safely, validate it and fill defaults."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PipelineError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return validate_config(data, source=str(path))
+
+
+def stage_params(config: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """The parameters a stage receives: its config section plus the run's seed."""
+    return {"seed": config["seed"], **config[section]}
+
+
+def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:
+    """A schema for ``stage_params(config, section)``: the section's schema plus ``seed``."""
+    sub = copy.deepcopy(schema["$defs"][section])
+    sub["properties"] = {"seed": schema["properties"]["seed"], **sub["properties"]}
+    sub["required"] = sorted(sub["properties"])
+    sub["$defs"] = schema["$defs"]
+    sub["$schema"] = schema["$schema"]
+    return sub
+
+
+def parse_stage_params(text: str, section: str) -> dict[str, Any]:
+    """Validate the JSON parameters a Snakemake rule passes to a stage (``--params``)."""
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"--params is not valid JSON: {exc}") from exc
+    if not isinstance(params, dict):
+        raise PipelineError("--params must be a JSON object")
+    sub = section_schema(load_schema(), section)
+    errors = list(Draft202012Validator(sub).iter_errors(params))
+    if errors:
+        lines = "\n".join(f"  - {section}.{_format_error(e)}" for e in errors)
+        raise PipelineError(f"invalid parameters for stage {section!r}:\n{lines}")
+    return params

@@ -1,0 +1,43 @@
+# The embedded default data set: synthetic clothed humans from the Anny body model.
+# One job per subject; photos, cameras and the truth/ tree (which later stages never read).
+
+
+if SYNTHETIC:
+
+    rule synthesize:
+        output:
+            photos=directory(DATA / "{subject}"),
+            truth=directory(TRUTH / "{subject}"),
+        log:
+            LOGS / "synthesize" / "{subject}.log",
+        benchmark:
+            RESULTS / "benchmarks" / "synthesize" / "{subject}.tsv"
+        conda:
+            "../envs/synthesize.yaml"
+        threads: 2
+        resources:
+            mem_mb=4000,
+        params:
+            stage=stage_params("synthesize"),
+        shell:
+            "python -m pipeline synthesize --params {params.stage:q} --subject {wildcards.subject}"
+            " --output {output.photos} --truth {output.truth} 2> {log}"
+
+    rule check_synthetic:
+        input:
+            photos=DATA / "{subject}",
+            truth=TRUTH / "{subject}",
+        output:
+            RESULTS / "synthetic_checks" / "{subject}.json",
+        log:
+            LOGS / "check_synthetic" / "{subject}.log",
+        conda:
+            "../envs/synthesize.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+        params:
+            stage=stage_params("synthesize"),
+        shell:
+            "python -m pipeline check-synthetic --params {params.stage:q} --subject {wildcards.subject}"
+            " --photos {input.photos} --truth {input.truth} --output {output} 2> {log}"

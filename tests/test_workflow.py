@@ -1,0 +1,72 @@
+"""End-to-end Snakemake runs of the workflow on a tiny layout made by the test."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import run_snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _planned_jobs(result) -> dict[str, int]:
+    """Rule → job count from the 'Job stats' table of a dry run."""
+    text = result.stdout + result.stderr
+    table = text.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m[1] not in ("total", "count")}
+
+
+def test_run_forcerun_and_param_change(tiny_layout):
+    write_config(tiny_layout, tiny_config())
+    run_snakemake(tiny_layout, "--cores", "2")
+    manifest = tiny_layout / "results" / "tiny" / "manifest" / "s000.json"
+    data = json.loads(manifest.read_text())
+    assert data["subject"] == "s000" and data["n_views"] == 6
+    assert (tiny_layout / "logs" / "tiny" / "ingest" / "s001.log").exists()
+    assert (tiny_layout / "results" / "tiny" / "benchmarks" / "ingest" / "s001.tsv").exists()
+
+    # Nothing to do on a second run.
+    result = run_snakemake(tiny_layout, "--cores", "1")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+    # --forcerun reruns the rule (and, later, what depends on it).
+    before = manifest.stat().st_mtime_ns
+    result = run_snakemake(tiny_layout, "--cores", "2", "--forcerun", "ingest")
+    assert _planned_jobs(result) == {"ingest": 2, "all": 1}
+    assert manifest.stat().st_mtime_ns != before
+
+    # Changing one stage's parameters reruns that stage only (params rerun trigger).
+    write_config(tiny_layout, tiny_config(ingest={"min_views": 2, "min_side": 32}))
+    result = run_snakemake(tiny_layout, "--cores", "1", "-n")
+    assert _planned_jobs(result) == {"ingest": 2, "all": 1}
+    assert "Params have changed" in result.stdout + result.stderr or "params" in (
+        result.stdout + result.stderr).lower()
+
+
+def test_corrupt_image_fails_the_rule_and_names_the_file(tiny_layout):
+    bad = tiny_layout / "data" / "tiny" / "s001" / "act01" / "cam1.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    write_config(tiny_layout, tiny_config())
+    result = run_snakemake(tiny_layout, "--cores", "2", check=False)
+    assert result.returncode != 0
+    log = (tiny_layout / "logs" / "tiny" / "ingest" / "s001.log").read_text()
+    assert f"{bad.relative_to(tiny_layout)}: truncated or corrupt JPEG" in log
+    # The good subject went through (keep-going); the bad one left no manifest.
+    assert (tiny_layout / "results" / "tiny" / "manifest" / "s000.json").exists()
+    assert not (tiny_layout / "results" / "tiny" / "manifest" / "s001.json").exists()
+
+    # With on_bad_image: skip the same data goes through and the manifest records the reason.
+    write_config(tiny_layout, tiny_config(ingest={"min_views": 2, "on_bad_image": "skip"}))
+    run_snakemake(tiny_layout, "--cores", "2")
+    data = json.loads((tiny_layout / "results" / "tiny" / "manifest" / "s001.json").read_text())
+    assert "truncated" in data["actions"]["act01"]["rejected"]["cam1"]["reason"]
+
+
+def test_lint_is_clean(tiny_layout):
+    write_config(tiny_layout, tiny_config())
+    result = run_snakemake(tiny_layout, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
