@@ -31,6 +31,8 @@ if SYNTHETIC:
             RESULTS / "synthetic_checks" / "{subject}.json",
         log:
             LOGS / "check_synthetic" / "{subject}.log",
+        benchmark:
+            RESULTS / "benchmarks" / "check_synthetic" / "{subject}.tsv"
         conda:
             "../envs/synthesize.yaml"
         threads: 1

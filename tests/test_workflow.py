@@ -70,3 +70,34 @@ def test_lint_is_clean(tiny_layout):
     write_config(tiny_layout, tiny_config())
     result = run_snakemake(tiny_layout, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _synthetic_config(**ingest):
+    return {
+        "seed": 11,
+        "data": {"root": "data", "dataset": "syn", "subjects": ["s000"], "test_subjects": []},
+        "synthesize": {"enabled": True, "n_actions": 1, "n_views": 2, "width": 128,
+                       "height": 96, "voxel_size": 0.02},
+        "ingest": {"min_views": 2, **ingest},
+    }
+
+
+def test_synthetic_default_chain_and_rerun_scope(tmp_path):
+    write_config(tmp_path, _synthetic_config())
+    run_snakemake(tmp_path, "--cores", "2")
+    manifest = json.loads((tmp_path / "results/syn/manifest/s000.json").read_text())
+    assert manifest["n_views"] == 2
+    assert json.loads((tmp_path / "results/syn/synthetic_checks/s000.json").read_text())["passed"]
+    assert (tmp_path / "data/syn/truth/s000/contact_sheet.png").exists()
+    assert (tmp_path / "logs/syn/synthesize/s000.log").exists()
+
+    # An ingest parameter changes: ingest reruns, the (costly) synthesis does not.
+    write_config(tmp_path, _synthetic_config(min_side=48))
+    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {"ingest": 1, "all": 1}
+
+    # A synthesis parameter changes: synthesis and everything downstream rerun.
+    config = _synthetic_config()
+    config["synthesize"]["jpeg_quality"] = 80
+    write_config(tmp_path, config)
+    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
+        "synthesize": 1, "check_synthetic": 1, "ingest": 1, "all": 1}
