@@ -122,3 +122,9 @@ def test_snakefile_rejects_bad_config_before_work(tiny_layout):
     text = result.stdout + result.stderr
     assert "extra_key" in text and "min_views" in text
     assert not (tiny_layout / "results").exists()
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_are_valid(preset):
+    config = load_config(preset)
+    assert set(config["data"]["test_subjects"]) <= set(config["data"]["subjects"])

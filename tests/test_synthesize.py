@@ -106,3 +106,30 @@ def test_other_seed_other_subject(subject, tmp_path):
 def test_clip_names_show_neighbours():
     assert action_names(2, 1) == [["act00"], ["act01"]]
     assert action_names(1, 3) == [["act00_f00", "act00_f01", "act00_f02"]]
+
+
+def test_foot_keypoints_sit_on_the_feet():
+    from pipeline.synthesize import body as bodymod
+    from pipeline.synthesize.stage import foot_vertex_indices
+
+    canonical = bodymod.canonical_body(bodymod.load_body_model(), bodymod.Phenotype())
+    feet = canonical.vertices[foot_vertex_indices(canonical)]
+    ankles = canonical.keypoints[15:17]  # left, right
+    for side, (big, small, heel) in enumerate((feet[:3], feet[3:])):
+        ankle = ankles[side]
+        assert np.sign(big[0]) == np.sign(ankle[0])          # the foot of the right side
+        assert big[1] < ankle[1] - 0.1 and small[1] < ankle[1] - 0.1   # toes in front (-Y)
+        assert heel[1] > ankle[1] and heel[2] < 0.04          # heel behind, on the floor
+        assert abs(big[0]) < abs(small[0])                   # big toe on the inner side
+
+
+def test_clip_frames_move_smoothly(tmp_path):
+    synthesize_subject(subject="c", photos_dir=tmp_path / "c", truth_dir=tmp_path / "t",
+                       params=tiny_params(n_actions=1, n_frames=3, n_views=1))
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "act00_f00", "act00_f01", "act00_f02"]
+    joints = [np.asarray(json.loads((tmp_path / "t" / f"act00_f0{i}" / "body.json").read_text())
+                         ["keypoints_coco17_3d"]) for i in range(3)]
+    step1 = np.linalg.norm(joints[1] - joints[0], axis=1).max()
+    step2 = np.linalg.norm(joints[2] - joints[1], axis=1).max()
+    assert 0 < step1 < 0.6 and 0 < step2 < 0.6

@@ -173,3 +173,11 @@ def test_body_vertex_uv(model):
     assert uv.min() >= 0.0 and uv.max() <= 1.0
     layout, corners = B.body_uv_layout(model)
     assert corners.shape == (27420, 3) and corners.max() < len(layout)
+
+
+def test_sample_actions_avoids_poses_while_it_can():
+    avoid = P.LEG_SPREADING_POSES
+    picked = {p.name for p in P.sample_actions(np.random.default_rng(1), 14, avoid=avoid)}
+    assert not picked & set(avoid)
+    # 15 actions cannot all avoid them: the full library is used rather than failing.
+    assert len(P.sample_actions(np.random.default_rng(1), 15, avoid=avoid)) == 15

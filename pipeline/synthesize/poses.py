@@ -311,12 +311,21 @@ def jitter(pose: Pose, rng: np.random.Generator, sigma_deg: float = 4.0) -> Pose
     return make_pose(pose.name, rotations)
 
 
-def sample_actions(rng: np.random.Generator, n: int, sigma_deg: float = 4.0) -> list[Pose]:
+# Poses that spread or lift the legs far: a skirt or dress, skinned from the thighs, distorts
+# in them (folds, hem underside, self-intersection), so skirted subjects avoid them if they can.
+LEG_SPREADING_POSES = ("hands_forward_crouch", "knee_raise", "lunge", "squat")
+
+
+def sample_actions(rng: np.random.Generator, n: int, sigma_deg: float = 4.0,
+                   avoid: tuple[str, ...] = ()) -> list[Pose]:
     """``n`` distinct library poses (not the canonical one), each jittered within the limits.
 
-    The poses keep their library names; ``n`` must be in [1, len(POSE_LIBRARY) - 1].
+    The poses keep their library names; ``n`` must be in [1, len(POSE_LIBRARY) - 1]. Poses in
+    ``avoid`` are left out while enough others remain for ``n``.
     """
     names = sorted(name for name in POSE_LIBRARY if name != "canonical")
+    if n <= len(names) - len(set(avoid) & set(names)):
+        names = [name for name in names if name not in avoid]
     if not 1 <= n <= len(names):
         raise ValueError(f"n={n} poses requested; the library offers 1..{len(names)}")
     picks = rng.choice(len(names), size=n, replace=False)

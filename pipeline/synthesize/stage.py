@@ -104,6 +104,31 @@ def make_rig(rng: np.random.Generator, p: SynthParams) -> list[Camera]:
     )
 
 
+def foot_vertex_indices(canonical: bodymod.BodyMesh) -> np.ndarray:
+    """Body vertices standing for OpenPose's six foot keypoints, found on the canonical body.
+
+    Order: left big toe, left small toe, left heel, right big toe, right small toe, right heel
+    (BODY_25 19-24). The canonical body faces -Y with its left side at +X and its soles on
+    z = 0: the heel is the rearmost sole vertex, the toes the foremost vertices of the inner
+    (big) and outer (small) parts of the foot's front 3 cm.
+
+    Returns:
+        ``(6,)`` int64 vertex indices.
+    """
+    v = canonical.vertices
+    out = []
+    for side in (1.0, -1.0):  # left (+X) then right
+        foot = np.flatnonzero((v[:, 0] * side > 0.03) & (v[:, 2] < 0.08))
+        sole = foot[v[foot, 2] < 0.03]
+        front = foot[v[foot, 1] < v[foot, 1].min() + 0.03]
+        lateral = np.abs(v[front, 0])
+        inner = front[lateral <= np.quantile(lateral, 0.4)]
+        outer = front[lateral >= np.quantile(lateral, 0.75)]
+        out += [inner[np.argmin(v[inner, 1])], outer[np.argmin(v[outer, 1])],
+                sole[np.argmax(v[sole, 1])]]
+    return np.asarray(out, dtype=np.int64)
+
+
 def keypoint_visibility(uv: np.ndarray, z: np.ndarray, mask: np.ndarray,
                         depth: np.ndarray) -> np.ndarray:
     """Visibility of projected keypoints ``uv (J, 2)`` at camera depth ``z (J,)``: ``(J,)`` bool."""
@@ -137,17 +162,18 @@ def _save_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
 
 
 def _write_view_truth(folder: Path, view: str, result, keypoints_3d: np.ndarray,
-                      camera: Camera) -> dict[str, Any]:
+                      feet_3d: np.ndarray, camera: Camera) -> dict[str, Any]:
     """Mask, depth, normal PNGs and keypoints of one view; returns its views.json entry."""
     _save_png(folder / f"{view}_mask.png", result.mask.astype(np.uint8) * 255)
     depth_mm = np.where(result.mask, np.round(result.depth * DEPTH_SCALE), 0)
     _save_png(folder / f"{view}_depth.png", np.clip(depth_mm, 0, 65535).astype(np.uint16))
     normal = np.where(result.mask[..., None], (result.normal + 1.0) * 0.5 * 255.0, 0.0)
     _save_png(folder / f"{view}_normal.png", np.round(normal).astype(np.uint8))
-    uv, z = camera.project(keypoints_3d)
+    uv, z = camera.project(np.concatenate([keypoints_3d, feet_3d]))
     visible = keypoint_visibility(uv, z, result.mask, result.depth)
-    coco = np.concatenate([uv, visible[:, None].astype(np.float64)], axis=1)
-    write_openpose(folder / f"{view}_keypoints.json", [coco17_to_body25(coco)])
+    points = np.concatenate([uv, visible[:, None].astype(np.float64)], axis=1)
+    coco, feet = points[:17], points[17:]
+    write_openpose(folder / f"{view}_keypoints.json", [coco17_to_body25(coco, feet)])
     return {
         "box_xyxy": _box(result.mask),
         "mask_area": int(result.mask.sum()),
@@ -158,7 +184,7 @@ def _write_view_truth(folder: Path, view: str, result, keypoints_3d: np.ndarray,
 def _render_action(
     *, names: list[str], frames: list[poses.Pose], model: Any, phenotype: bodymod.Phenotype,
     clothed: clothing.ClothedMesh, albedo: np.ndarray, rig: list[Camera],
-    rng: np.random.Generator, p: SynthParams, photos: Path, truth: Path,
+    feet: np.ndarray, rng: np.random.Generator, p: SynthParams, photos: Path, truth: Path,
     yaw: float, translation: np.ndarray, light: Any, progress: tqdm,
 ) -> None:
     """Render every frame of one action from every camera; write photos and truth."""
@@ -175,7 +201,8 @@ def _render_action(
             result = render(posed, clothed.faces, albedo, camera, background, light)
             _save_jpeg(photos / name / f"{view}.jpg", look.photo_finish(rng, result.rgb),
                        p.jpeg_quality)
-            views[view] = _write_view_truth(truth / name, view, result, body.keypoints, camera)
+            views[view] = _write_view_truth(truth / name, view, result, body.keypoints,
+                                            body.vertices[feet], camera)
             progress.update()
         write_json(photos / name / "cameras.json", {
             "convention": "opencv: x_cam = R @ X_world + t; x right, y down, z forward; "
@@ -202,6 +229,7 @@ def synthesize_subject(*, subject: str, photos_dir: Path, truth_dir: Path,
     model = bodymod.load_body_model()
     phenotype = bodymod.sample_phenotype(rng, {k: tuple(v) for k, v in params.phenotype.items()})
     canonical = bodymod.canonical_body(model, phenotype)
+    feet = foot_vertex_indices(canonical)
     outfit = clothing.sample_outfit(rng, skirt_fraction=params.skirt_fraction)
     log.info("%s: phenotype %s, outfit %s", subject, phenotype, outfit)
     clothed = clothing.build_clothed_canonical(canonical, outfit, voxel_size=params.voxel_size)
@@ -210,7 +238,9 @@ def synthesize_subject(*, subject: str, photos_dir: Path, truth_dir: Path,
     albedo = look.vertex_albedo(clothed.vertices, clothed.labels, appearance, skin_uv=skin_uv,
                                 skin_texture=look.skin_detail_texture())
     rig = make_rig(rng, params)
-    actions = poses.sample_actions(rng, params.n_actions)
+    skirted = outfit.bottom in ("skirt", "dress")
+    actions = poses.sample_actions(rng, params.n_actions,
+                                   avoid=poses.LEG_SPREADING_POSES if skirted else ())
     names = action_names(params.n_actions, params.n_frames)
     total = params.n_actions * params.n_frames * params.n_views
     with atomic_directory(photos_dir) as photos, atomic_directory(truth_dir) as truth, \
@@ -222,7 +252,7 @@ def synthesize_subject(*, subject: str, photos_dir: Path, truth_dir: Path,
             yaw = float(rng.uniform(0.0, 2.0 * np.pi))
             translation = np.array([*rng.uniform(-0.25, 0.25, 2), 0.0])
             _render_action(names=frame_names, frames=frames, model=model, phenotype=phenotype,
-                           clothed=clothed, albedo=albedo, rig=rig, rng=rng, p=params,
+                           clothed=clothed, albedo=albedo, rig=rig, feet=feet, rng=rng, p=params,
                            photos=photos, truth=truth, yaw=yaw, translation=translation,
                            light=look.sample_light(rng), progress=progress)
         _write_subject_truth(truth, subject, phenotype, outfit, appearance, canonical, clothed,
