@@ -14,9 +14,13 @@ validate(config, "pipeline/schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/synthesize.smk"
 include: "rules/ingest.smk"
+include: "rules/detect.smk"
+include: "rules/mask.smk"
+include: "rules/keypoints.smk"
+include: "rules/overlay.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_targets(),
+        all_targets,

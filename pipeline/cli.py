@@ -29,7 +29,7 @@ class Stage:
     """A subcommand: where its ``run`` function lives and which config section it reads."""
 
     target: str
-    section: str
+    section: str | None  # config section holding the stage's parameters (None: it has none)
     help: str
 
     def load(self) -> Callable[..., Any]:
@@ -44,6 +44,13 @@ STAGES: dict[str, Stage] = {
                              "check a synthetic subject's truth against its images"),
     "ingest": Stage("pipeline.ingest:run", "ingest",
                     "decode every photo of a subject and write its manifest"),
+    "detect": Stage("pipeline.detect:run", "detect",
+                    "find the person in every view of an action and crop them"),
+    "mask": Stage("pipeline.mask:run", "mask", "segment and matte the person in every crop"),
+    "keypoints": Stage("pipeline.keypoints:run", "keypoints",
+                       "2D body keypoints (COCO-17, BODY_25) in every crop"),
+    "overlay": Stage("pipeline.overlay:run", None,
+                     "draw boxes, mask contours and keypoints over an action's crops"),
 }
 
 _SCALARS = {str: str, int: int, float: float, Path: Path}
@@ -81,10 +88,11 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, spec in STAGES.items():
         stage_parser = sub.add_parser(name, help=spec.help, description=spec.help)
-        if name == stage:
+        if name == stage and spec.section is not None:
             source = stage_parser.add_mutually_exclusive_group(required=True)
             source.add_argument("--params", help="the stage parameters as JSON (used by the rules)")
             source.add_argument("--config", type=Path, help="a config YAML file to read them from")
+        if name == stage:
             _add_function_options(stage_parser, spec.load())
     return parser
 
@@ -104,11 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     kwargs = {k: v for k, v in vars(args).items()
               if k not in ("stage", "params", "config", "log_level", "traceback")}
     try:
-        if args.config is not None:
-            params = stage_params(load_config(args.config), spec.section)
+        if spec.section is None:
+            func(**kwargs)
+        elif args.config is not None:
+            func(params=stage_params(load_config(args.config), spec.section), **kwargs)
         else:
-            params = parse_stage_params(args.params, spec.section)
-        func(params=params, **kwargs)
+            func(params=parse_stage_params(args.params, spec.section), **kwargs)
     except PipelineError as exc:
         if args.traceback:
             raise

@@ -1,4 +1,4 @@
-# Helpers shared by the rules: paths, wildcard constraints and stage parameters.
+# Helpers shared by the rules: paths, wildcard constraints, stage parameters and targets.
 import json
 import re
 from pathlib import Path
@@ -10,10 +10,13 @@ TRUTH = DATA / "truth"
 RESULTS = Path(config["results"]) / DATASET
 LOGS = Path("logs") / DATASET
 SYNTHETIC = config["synthesize"]["enabled"]
+STAGE_ORDER = ["ingest", "detect", "mask", "keypoints", "overlay"]
+STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 
 
 wildcard_constraints:
     subject="|".join(re.escape(s) for s in SUBJECTS),
+    action=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def stage_params(section):
@@ -25,11 +28,30 @@ def stage_params(section):
     return json.dumps({"seed": config["seed"], **config[section]}, sort_keys=True)
 
 
-def all_targets():
-    """Every final output of the implemented stages."""
+def actions_of(subject):
+    """The actions of a subject, read from its manifest (ingest is a checkpoint)."""
+    manifest = checkpoints.ingest.get(subject=subject).output[0]
+    with open(manifest) as fh:
+        return sorted(json.load(fh)["actions"])
+
+
+def all_targets(wildcards):
+    """Every final output up to config["stop_after"] (an input function: it reads manifests)."""
     targets = expand(RESULTS / "manifest" / "{subject}.json", subject=SUBJECTS)
     if SYNTHETIC:
         targets += expand(
             RESULTS / "synthetic_checks" / "{subject}.json", subject=SUBJECTS
         )
+    last = {
+        "detect": RESULTS / "crop" / "{subject}" / "{action}",
+        "mask": RESULTS / "mask" / "{subject}" / "{action}",
+        "keypoints": RESULTS / "keypoints" / "{subject}" / "{action}.json",
+        "overlay": RESULTS / "overlay" / "{subject}" / "{action}.png",
+    }
+    for stage in STAGE_ORDER[1 : STOP_AFTER + 1]:
+        targets += [
+            str(last[stage]).format(subject=subject, action=action)
+            for subject in SUBJECTS
+            for action in actions_of(subject)
+        ]
     return targets

@@ -1,7 +1,8 @@
 # Ingest: decode and check every photo of a subject, write the manifest later stages read.
+# A checkpoint: the actions of a subject are known once its manifest exists.
 
 
-rule ingest:
+checkpoint ingest:
     input:
         data=DATA / "{subject}",
     output:

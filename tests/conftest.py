@@ -47,6 +47,7 @@ def tiny_config(**sections) -> dict:
     """A config for the tiny layout (real data, no synthesis); ``sections`` override sections."""
     config = {
         "seed": 7,
+        "stop_after": "ingest",
         "data": {"root": "data", "dataset": "tiny", "subjects": ["s000", "s001"],
                  "test_subjects": []},
         "synthesize": {"enabled": False},
@@ -81,3 +82,27 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True,
         raise AssertionError(f"snakemake failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def synthetic_subject(tmp_path_factory):
+    """A tiny synthetic subject with its ingest manifest: 1 action × 3 views of 240×180.
+
+    Returns a dict with ``photos``, ``truth``, ``manifest`` paths and the ``subject`` name.
+    """
+    from pipeline.config import stage_params, validate_config
+    from pipeline.ingest import IngestParams, ingest_subject
+    from pipeline.synthesize.stage import SynthParams, synthesize_subject
+
+    root = tmp_path_factory.mktemp("synthetic")
+    config = validate_config({"seed": 3, "synthesize": {
+        "n_actions": 1, "n_views": 3, "width": 240, "height": 180, "voxel_size": 0.02,
+        "camera": {"distance": 2.6}}})
+    photos, truth = root / "data" / "s000", root / "data" / "truth" / "s000"
+    synthesize_subject(subject="s000", photos_dir=photos, truth_dir=truth,
+                       params=SynthParams.from_params(stage_params(config, "synthesize")))
+    manifest = root / "manifest" / "s000.json"
+    ingest_subject(data_dir=photos, subject="s000", output=manifest,
+                   params=IngestParams(min_views=1))
+    return {"subject": "s000", "photos": photos, "truth": truth, "manifest": manifest,
+            "root": root}

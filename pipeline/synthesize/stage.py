@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from pipeline.camera import Camera, ring_cameras
+from pipeline.imageio import save_jpeg, save_png
 from pipeline.io import atomic_directory, atomic_path, write_json
 from pipeline.meshio import write_ply
 from pipeline.progress import progress as progress_bar
@@ -151,24 +151,14 @@ def _box(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG", optimize=False)
-
-
-def _save_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="JPEG", quality=quality, subsampling=0)
-
-
 def _write_view_truth(folder: Path, view: str, result, keypoints_3d: np.ndarray,
                       feet_3d: np.ndarray, camera: Camera) -> dict[str, Any]:
     """Mask, depth, normal PNGs and keypoints of one view; returns its views.json entry."""
-    _save_png(folder / f"{view}_mask.png", result.mask.astype(np.uint8) * 255)
+    save_png(folder / f"{view}_mask.png", result.mask.astype(np.uint8) * 255)
     depth_mm = np.where(result.mask, np.round(result.depth * DEPTH_SCALE), 0)
-    _save_png(folder / f"{view}_depth.png", np.clip(depth_mm, 0, 65535).astype(np.uint16))
+    save_png(folder / f"{view}_depth.png", np.clip(depth_mm, 0, 65535).astype(np.uint16))
     normal = np.where(result.mask[..., None], (result.normal + 1.0) * 0.5 * 255.0, 0.0)
-    _save_png(folder / f"{view}_normal.png", np.round(normal).astype(np.uint8))
+    save_png(folder / f"{view}_normal.png", np.round(normal).astype(np.uint8))
     uv, z = camera.project(np.concatenate([keypoints_3d, feet_3d]))
     visible = keypoint_visibility(uv, z, result.mask, result.depth)
     points = np.concatenate([uv, visible[:, None].astype(np.float64)], axis=1)
@@ -199,7 +189,7 @@ def _render_action(
             view = f"cam{index}"
             background = look.procedural_background(rng, p.height, p.width)
             result = render(posed, clothed.faces, albedo, camera, background, light)
-            _save_jpeg(photos / name / f"{view}.jpg", look.photo_finish(rng, result.rgb),
+            save_jpeg(photos / name / f"{view}.jpg", look.photo_finish(rng, result.rgb),
                        p.jpeg_quality)
             views[view] = _write_view_truth(truth / name, view, result, body.keypoints,
                                             body.vertices[feet], camera)
@@ -279,7 +269,7 @@ def _write_subject_truth(truth: Path, subject: str, phenotype, outfit, appearanc
     photos_first = [photos / first_action / f"cam{i}.jpg" for i in range(len(rig))]
     sheet = contact_sheet(photos_first, clothed.vertices, clothed.faces, canonical.vertices,
                           canonical.faces, title=f"{subject}")
-    _save_png(truth / "contact_sheet.png", sheet)
+    save_png(truth / "contact_sheet.png", sheet)
 
 
 def run(*, subject: str, output: Path, truth: Path, params: dict[str, Any]) -> None:

@@ -1,0 +1,101 @@
+"""Mask: segment the person in every crop, then refine the mask by matting.
+
+Reads the detect stage's folder; writes ``results/<dataset>/mask/<subject>/<action>/``:
+``<view>.png`` the alpha matte (uint8), ``<view>_coarse.png`` the segmentation probability
+before matting, ``<view>_masked.png`` the crop multiplied by alpha (background zero, as the
+network is fed) and ``mask.json`` (per view: areas, unknown-band size, backend).
+The trimap is the thresholded segmentation eroded and dilated by ``band`` crop pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.backends import make_backend
+from pipeline.backends.matting import make_trimap
+from pipeline.crop import CropBox
+from pipeline.detect import CROP_FILE, OK
+from pipeline.imageio import read_gray, read_rgb, save_png
+from pipeline.io import atomic_directory, read_json, write_json
+from pipeline.progress import progress
+from pipeline.views import ORACLE_BACKEND, provenance, stage_header
+
+log = logging.getLogger(__name__)
+
+MASK_FILE = "mask.json"
+THRESHOLD = 0.5  # segmentation probability / alpha above which a pixel is the person
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    backend: str
+    matting: str
+    band: int
+    options: dict[str, Any]
+    matting_options: dict[str, Any]
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> MaskParams:
+        return cls(p["backend"], p["matting"], p["band"], dict(p.get(p["backend"], {})),
+                   dict(p.get(p["matting"], {})))
+
+
+def _oracle_probability(truth: Path, action: str, view: str, crop: CropBox) -> np.ndarray:
+    """The synthetic truth mask of a view, cut like the photo (bilinear), in [0, 1]."""
+    path = Path(truth) / action / f"{view}_mask.png"
+    return crop.cut(read_gray(path), resample="bilinear").astype(np.float32) / 255.0
+
+
+def mask_action(*, crops: Path, action: str, truth: Path, output: Path,
+                params: MaskParams) -> dict[str, Any]:
+    """Segment and matte every cropped view of an action; write ``output/`` atomically."""
+    crops = Path(crops)
+    detected = read_json(crops / CROP_FILE)
+    views = {v: r for v, r in detected["views"].items() if r["status"] == OK}
+    oracle = params.backend == ORACLE_BACKEND
+    segmenter = None if oracle else make_backend("mask", params.backend, params.options)
+    matter = (None if params.matting == "none"
+              else make_backend("matte", params.matting, params.matting_options))
+    tag = provenance("mask", params.backend)
+    records: dict[str, Any] = {}
+    where = f"{detected['subject']}/{action}"
+    with atomic_directory(output) as tmp, progress(len(views), f"mask {where}", "view") as bar:
+        for view, record in views.items():
+            image = read_rgb(crops / f"{view}.png")
+            if oracle:
+                prob = _oracle_probability(truth, action, view, CropBox.from_dict(record["crop"]))
+            else:
+                prob = segmenter.segment(image)
+            coarse = prob > THRESHOLD
+            trimap = make_trimap(coarse, params.band)
+            alpha = coarse.astype(np.float32) if matter is None else matter.matte(image, trimap)
+            alpha8 = np.round(np.clip(alpha, 0.0, 1.0) * 255).astype(np.uint8)
+            save_png(tmp / f"{view}.png", alpha8, tag)
+            save_png(tmp / f"{view}_coarse.png",
+                     np.round(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8), tag)
+            masked = np.round(image * (alpha8[..., None] / 255.0)).astype(np.uint8)
+            save_png(tmp / f"{view}_masked.png", masked, tag)
+            records[view] = {"status": OK, "coarse_area": int(coarse.sum()),
+                             "alpha_area": int((alpha > THRESHOLD).sum()),
+                             "unknown_pixels": int((trimap == 128).sum())}
+            if not coarse.any():
+                log.warning("%s/%s: the segmentation found no person in the crop", where, view)
+            bar.update()
+        result = {**stage_header("mask", params.backend, subject=detected["subject"],
+                                 action=action, matting=params.matting, band=params.band),
+                  "views": records}
+        write_json(tmp / MASK_FILE, result)
+    return result
+
+
+def run(*, subject: str, action: str, crops: Path, truth: Path, output: Path,
+        params: dict[str, Any]) -> None:
+    """CLI entry: ``python -m pipeline mask``."""
+    del subject
+    mask_action(crops=crops, action=action, truth=truth, output=output,
+                params=MaskParams.from_params(params))

@@ -1,0 +1,56 @@
+"""Mask stage: segmentation → trimap → matte, outputs and their agreement with the truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.crop import CropBox
+from pipeline.detect import DetectParams, detect_action
+from pipeline.imageio import read_gray
+from pipeline.mask import MaskParams, mask_action
+
+
+@pytest.fixture(scope="module")
+def crops(synthetic_subject, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mask") / "crop"
+    detect_action(manifest=synthetic_subject["manifest"], action="act00",
+                  truth=synthetic_subject["truth"], output=out,
+                  params=DetectParams("oracle", 128, 0.1, "fail", 0.3, {}))
+    return out
+
+
+def _truth_crop(subject, crops, view):
+    record = json.loads((crops / "crop.json").read_text())["views"][view]
+    mask = read_gray(subject["truth"] / "act00" / f"{view}_mask.png")
+    return CropBox.from_dict(record["crop"]).cut(mask, resample="nearest") > 127
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_oracle_without_matting_is_the_truth(synthetic_subject, crops, tmp_path):
+    result = mask_action(crops=crops, action="act00", truth=synthetic_subject["truth"],
+                         output=tmp_path / "m", params=MaskParams("oracle", "none", 4, {}, {}))
+    assert result["oracle"] is True
+    for view in ("cam0", "cam1", "cam2"):
+        alpha = read_gray(tmp_path / "m" / f"{view}.png")
+        assert set(np.unique(alpha)) <= {0, 255}
+        assert _iou(alpha > 127, _truth_crop(synthetic_subject, crops, view)) > 0.95
+        masked = np.asarray(Image.open(tmp_path / "m" / f"{view}_masked.png"))
+        assert (masked[alpha == 0] == 0).all() and masked[alpha == 255].any()
+        with Image.open(tmp_path / "m" / f"{view}_coarse.png") as image:
+            assert image.text["pixel2isdf:backend"] == "oracle"
+    assert result["views"]["cam0"]["unknown_pixels"] > 0
+
+
+def test_matting_keeps_the_mask(synthetic_subject, crops, tmp_path):
+    mask_action(crops=crops, action="act00", truth=synthetic_subject["truth"],
+                output=tmp_path / "m", params=MaskParams("oracle", "pymatting", 3, {}, {}))
+    for view in ("cam0", "cam2"):
+        alpha = read_gray(tmp_path / "m" / f"{view}.png")
+        assert _iou(alpha > 127, _truth_crop(synthetic_subject, crops, view)) > 0.95
