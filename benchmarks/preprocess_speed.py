@@ -5,8 +5,7 @@
 Needs photos (``make demo`` makes them). The process is pinned to one core and every library
 is told to use one thread. Each image goes through detect (MediaPipe pose on the photo), crop,
 segment and keypoints (MediaPipe on the 512² crop), trimap and matte (pymatting). The baseline
-in the same run is decoding + cropping alone (what an oracle path costs); MediaPipe's lite
-model (model_complexity 0) is timed beside the default (1).
+in the same run is decoding + cropping alone (what the oracle path costs).
 """
 
 import os
@@ -69,8 +68,7 @@ def main():
     warm = paths[:1]
     run(warm, 1, args.band, defaultdict(list))  # first calls load models and compile numba
     times = defaultdict(list)
-    for complexity in (1, 0):
-        run(paths, complexity, args.band, times)
+    run(paths, 1, args.band, times)
     def med(key):  # crop is timed in two parts per image: add them
         values = np.asarray(times[key])
         return float(np.median(values.reshape(-1, 2).sum(axis=1) if key.startswith("crop")
@@ -83,7 +81,7 @@ def main():
     print(f"  views without a person: {len(times['no person'])}")
     baseline = med("decode (baseline)") + med("crop (baseline)")
     shared = baseline + med("trimap") + med("matte (pymatting)")
-    for c in (1, 0):
+    for c in (1,):
         total = shared + sum(med(k) for k in times if k.endswith(f"[mp{c}]"))
         print(f"  total, model_complexity {c}:  {total:8.4f}   (target <= 0.6)")
     print(f"  baseline, decode + crop:     {baseline:8.4f}")
