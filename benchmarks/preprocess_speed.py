@@ -19,9 +19,9 @@ import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 
 import numpy as np  # noqa: E402
-from pipeline.backends.matting import make_trimap  # noqa: E402
 
 from pipeline.backends import make_backend  # noqa: E402
+from pipeline.backends.matting import make_trimap  # noqa: E402
 from pipeline.crop import square_box  # noqa: E402
 from pipeline.detect import pick_person  # noqa: E402
 from pipeline.imageio import read_rgb  # noqa: E402
