@@ -106,3 +106,15 @@ def synthetic_subject(tmp_path_factory):
                    params=IngestParams(min_views=1))
     return {"subject": "s000", "photos": photos, "truth": truth, "manifest": manifest,
             "root": root}
+
+
+@pytest.fixture(scope="session")
+def oracle_crops(synthetic_subject, tmp_path_factory):
+    """The detect stage's folder for the synthetic subject's act00, oracle boxes, 128² crops."""
+    from pipeline.detect import DetectParams, detect_action
+
+    out = tmp_path_factory.mktemp("oracle") / "crop"
+    detect_action(manifest=synthetic_subject["manifest"], action="act00",
+                  truth=synthetic_subject["truth"], output=out,
+                  params=DetectParams("oracle", 128, 0.1, "fail", 0.3, {}))
+    return out

@@ -9,17 +9,12 @@ import pytest
 
 from pipeline.backends import PersonKeypoints
 from pipeline.crop import CropBox
-from pipeline.detect import DetectParams, detect_action
 from pipeline.keypoints import KeypointParams, best_person, keypoints_action, map_points
 
 
-@pytest.fixture(scope="module")
-def crops(synthetic_subject, tmp_path_factory):
-    out = tmp_path_factory.mktemp("kp") / "crop"
-    detect_action(manifest=synthetic_subject["manifest"], action="act00",
-                  truth=synthetic_subject["truth"], output=out,
-                  params=DetectParams("oracle", 128, 0.1, "fail", 0.3, {}))
-    return out
+@pytest.fixture
+def crops(oracle_crops):
+    return oracle_crops
 
 
 def _truth(subject, view):

@@ -9,18 +9,13 @@ import pytest
 from PIL import Image
 
 from pipeline.crop import CropBox
-from pipeline.detect import DetectParams, detect_action
 from pipeline.imageio import read_gray
 from pipeline.mask import MaskParams, mask_action
 
 
-@pytest.fixture(scope="module")
-def crops(synthetic_subject, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mask") / "crop"
-    detect_action(manifest=synthetic_subject["manifest"], action="act00",
-                  truth=synthetic_subject["truth"], output=out,
-                  params=DetectParams("oracle", 128, 0.1, "fail", 0.3, {}))
-    return out
+@pytest.fixture
+def crops(oracle_crops):
+    return oracle_crops
 
 
 def _truth_crop(subject, crops, view):
