@@ -19,7 +19,7 @@ $(VENV)/.installed-mmdet: $(VENV)/.installed
 	$(BIN)/python -m pip install "setuptools>=77,<81" wheel ninja
 	MMCV_WITH_OPS=1 MAX_JOBS=2 $(BIN)/python -m pip install --no-build-isolation \
 		-c constraints-mmdet.txt mmcv==2.1.0
-	$(BIN)/python -m pip install -c constraints-mmdet.txt -e ".[dev,mmdet]"
+	$(BIN)/python -m pip install -c constraints-mmdet.txt -e ".[dev,mmdet,smplx]"
 	touch $@
 
 $(VENV)/.installed: pyproject.toml

@@ -18,6 +18,7 @@ include: "rules/detect.smk"
 include: "rules/mask.smk"
 include: "rules/keypoints.smk"
 include: "rules/overlay.smk"
+include: "rules/fit.smk"
 
 
 rule all:

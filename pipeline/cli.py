@@ -51,6 +51,8 @@ STAGES: dict[str, Stage] = {
                        "2D body keypoints (COCO-17, BODY_25) in every crop"),
     "overlay": Stage("pipeline.overlay:run", None,
                      "draw boxes, mask contours and keypoints over an action's crops"),
+    "fit": Stage("pipeline.fit:run", "fit",
+                 "fit the body model to every action and view of a subject"),
 }
 
 _SCALARS = {str: str, int: int, float: float, Path: Path}

@@ -10,7 +10,7 @@ TRUTH = DATA / "truth"
 RESULTS = Path(config["results"]) / DATASET
 LOGS = Path("logs") / DATASET
 SYNTHETIC = config["synthesize"]["enabled"]
-STAGE_ORDER = ["ingest", "detect", "mask", "keypoints", "overlay"]
+STAGE_ORDER = ["ingest", "detect", "mask", "keypoints", "overlay", "fit"]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 
 
@@ -48,10 +48,12 @@ def all_targets(wildcards):
         "keypoints": RESULTS / "keypoints" / "{subject}" / "{action}.json",
         "overlay": RESULTS / "overlay" / "{subject}" / "{action}.png",
     }
-    for stage in STAGE_ORDER[1 : STOP_AFTER + 1]:
+    for stage in STAGE_ORDER[1 : min(STOP_AFTER, STAGE_ORDER.index("overlay")) + 1]:
         targets += [
             str(last[stage]).format(subject=subject, action=action)
             for subject in SUBJECTS
             for action in actions_of(subject)
         ]
+    if STOP_AFTER >= STAGE_ORDER.index("fit"):
+        targets += expand(RESULTS / "fit" / "{subject}.npz", subject=SUBJECTS)
     return targets

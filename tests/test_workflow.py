@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_snakemake, tiny_config, write_config
@@ -78,6 +79,8 @@ def _synthetic_config(**ingest):
         "detect": {"backend": "oracle", "crop_size": 128},
         "mask": {"backend": "oracle", "matting": "none"},
         "keypoints": {"backend": "oracle"},
+        "fit": {"iterations": {"global": 5, "body": 10, "silhouette": 5}, "min_views": 1,
+                "max_view_error_px": 1000.0, "min_view_inside": 0.0, "threads": 1},
         "data": {"root": "data", "dataset": "syn", "subjects": ["s000"], "test_subjects": []},
         "synthesize": {"enabled": True, "n_actions": 1, "n_views": 2, "width": 128,
                        "height": 96, "voxel_size": 0.02},
@@ -98,13 +101,17 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     keypoints = json.loads((tmp_path / "results/syn/keypoints/s000/act00.json").read_text())
     assert keypoints["views"]["cam1"]["status"] == "ok"
     assert (tmp_path / "results/syn/overlay/s000/act00.png").exists()
+    with np.load(tmp_path / "results/syn/fit/s000.npz", allow_pickle=False) as fit:
+        assert fit["posed_vertices"].shape[0] == 1 and list(fit["views"][0]) == ["cam0", "cam1"]
+    assert (tmp_path / "results/syn/fit/s000/act00.png").exists()
+    assert (tmp_path / "logs/syn/fit/s000.log").exists()
 
     # A mask parameter changes: mask and overlay rerun, nothing upstream.
     config = _synthetic_config()
     config["mask"]["band"] = 3
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "mask": 1, "overlay": 1, "all": 1}
+        "mask": 1, "overlay": 1, "fit": 1, "all": 1}
 
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))

@@ -1,0 +1,1 @@
+"""Body-model fitting: inputs, cameras and initialisation, losses, the optimiser."""
