@@ -212,3 +212,19 @@ def test_stage_writes_npz_report_and_overlays(model, scene, tmp_path):
     assert report["history"][0]["stage"] == "global" and "act01" in report["views"]
     assert sorted(p.name for p in (out / "s000").iterdir()) == ["act00.png", "act01.png"]
     assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_left_right_swaps_are_undone():
+    cams = _cameras(6)
+    rng = np.random.default_rng(0)
+    world = rng.normal([0.0, 0.0, 1.0], 0.3, size=(17, 3))
+    points = np.stack([np.hstack([c.project(world)[0], np.ones((17, 1))]) for c in cams])
+    legs = [11, 12, 13, 14, 15, 16]  # left/right hip, knee, ankle
+    swapped = points.copy()
+    swapped[2, legs] = points[2, [12, 11, 14, 13, 16, 15]]
+    projections = np.stack([c.K @ np.hstack([c.R, c.t[:, None]]) for c in cams])
+    from pipeline.fitting.cameras import fix_left_right
+
+    fixed, groups = fix_left_right(swapped, projections, threshold_px=10.0)
+    assert groups == [(2, "legs")]
+    np.testing.assert_array_equal(fixed, points)

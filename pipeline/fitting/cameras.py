@@ -26,6 +26,8 @@ from pipeline.fitting.inputs import SubjectInput
 from pipeline.skeleton import COCO17
 
 TORSO = [COCO17.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+PLACEMENT_FALLBACK = [COCO17.index(n) for n in ("nose", "left_ear", "right_ear", "left_knee",
+                                                "right_knee")]
 TORSO_HEAD = TORSO + [COCO17.index(n) for n in ("nose", "left_ear", "right_ear")]
 # Camera looking at a body that faces -Y (Z up): image x = body's left (+X), image y = -Z.
 FRONT = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -124,21 +126,26 @@ def rotation_to_rotvec(rotation: np.ndarray) -> np.ndarray:
 
 
 def init_calibrated(subject: SubjectInput, keypoints: np.ndarray,
-                    model_torso: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    model_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per action orientation (A, 3) axis-angle and translation (A, 3) from triangulated
-    shoulders and hips; ``keypoints`` (A, V, 17, 3) padded per action, ``model_torso``
-    (4, 3) the body model's shoulders and hips at zero placement."""
+    shoulders and hips (with the head and knees when fewer than 3 of those are seen);
+    ``keypoints`` (A, V, 17, 3) padded per action, ``model_points`` (17, 3) the body model's
+    keypoints at zero placement."""
     orient, transl = [], []
     for a, action in enumerate(subject.actions):
         points = keypoints[a, :len(action.views)]
         projections = np.stack([v.camera.K @ np.hstack([v.camera.R, v.camera.t[:, None]])
                                 for v in action.views])
-        world, ok = triangulate(points[:, TORSO], projections)
-        if ok.sum() < 3:
+        world, ok = triangulate(points, projections)
+        use = np.zeros(len(COCO17), dtype=bool)
+        use[TORSO] = ok[TORSO]
+        if use.sum() < 3:  # e.g. hips hidden by clothes: add the head and the knees
+            use[PLACEMENT_FALLBACK] = ok[PLACEMENT_FALLBACK]
+        if use.sum() < 3:
             raise PipelineError(
                 f"{subject.subject}/{action.name}: cannot place the body: fewer than 3 of the "
-                "shoulders and hips are seen with confidence in at least 2 views")
-        rotation, translation = kabsch(model_torso[ok], world[ok])
+                "shoulders, hips, head and knee keypoints are seen in at least 2 views")
+        rotation, translation = kabsch(model_points[use], world[use])
         orient.append(rotation_to_rotvec(rotation))
         transl.append(translation)
     return np.asarray(orient), np.asarray(transl)
@@ -196,8 +203,9 @@ def multiview_inliers(points: np.ndarray, projections: np.ndarray, threshold_px:
 
     For each joint, every pair of confident views is triangulated; the pair whose point
     reprojects within ``threshold_px`` into the most views wins, and the observations within
-    the threshold of the point triangulated from those inliers are kept. Joints seen in fewer
-    than 3 views are kept as they are (nothing to vote with).
+    the threshold of the point triangulated from those inliers are kept; when no two views
+    agree, none is. Joints seen in fewer than 3 views are kept as they are (nothing to vote
+    with).
 
     Args:
         points: (V, J, 3) pixel x, y and confidence per view.
@@ -223,7 +231,8 @@ def multiview_inliers(points: np.ndarray, projections: np.ndarray, threshold_px:
                                               projections[seen]) < threshold_px
                 if best is None or inliers.sum() > best.sum():
                     best = inliers
-        if best is None or best.sum() < 2:
+        if best is None or best.sum() < 2:  # no two views agree: nothing can be trusted
+            keep[seen, j] = False
             continue
         subset = np.zeros((n_views, 1, 3))
         subset[seen[best], 0] = points[seen[best], j]
@@ -242,3 +251,50 @@ def _reprojection_error(point: np.ndarray, pixels: np.ndarray,
     uv = h[:, :2] / np.where(np.abs(depth) < 1e-9, 1e-9, depth)[:, None]
     error = np.linalg.norm(uv - pixels, axis=1)
     return np.where(depth > 0, error, np.inf)
+
+
+_GROUPS = {"face": ("eye", "ear"), "arms": ("shoulder", "elbow", "wrist"),
+           "legs": ("hip", "knee", "ankle")}
+
+
+def _pairs(parts: tuple[str, ...]) -> list[tuple[int, int]]:
+    return [(COCO17.index(f"left_{p}"), COCO17.index(f"right_{p}")) for p in parts]
+
+
+def fix_left_right(points: np.ndarray, projections: np.ndarray, threshold_px: float,
+                   min_confidence: float = 0.2) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Undo per-view left/right swaps of the face, arms or legs (a frequent 2D detector error
+    in views from behind) by voting against the other views.
+
+    Each joint is triangulated from its multi-view inliers; in each view, a group whose
+    swapped labels reproject at less than half the error of its own labels is swapped back.
+
+    Args:
+        points: (V, J, 3) pixel x, y and confidence per view; projections: (V, 3, 4).
+    Returns:
+        The corrected (V, J, 3) points and the list of (view index, group) swapped.
+    """
+    keep = multiview_inliers(points, projections, threshold_px, min_confidence)
+    world, ok = triangulate(points * keep[..., None], projections, min_confidence)
+    cap = 4.0 * threshold_px
+    fixed = points.copy()
+    swapped = []
+    for view in range(points.shape[0]):
+        for group, parts in _GROUPS.items():
+            own = swap = 0.0
+            counted = 0
+            for left, right in _pairs(parts):
+                for joint, other in ((left, right), (right, left)):
+                    if ok[joint] and points[view, other, 2] >= min_confidence and (
+                            points[view, joint, 2] >= min_confidence):
+                        pixels = points[view, [joint, other], :2]
+                        errors = _reprojection_error(world[joint], pixels,
+                                                     projections[[view, view]])
+                        own += min(errors[0], cap)
+                        swap += min(errors[1], cap)
+                        counted += 1
+            if counted >= 2 and swap < 0.5 * own and own > counted * threshold_px:
+                for left, right in _pairs(parts):
+                    fixed[view, [left, right]] = points[view, [right, left]]
+                swapped.append((view, group))
+    return fixed, swapped

@@ -6,7 +6,8 @@ Staged optimisation (Adam), batched over all actions and views:
    translation; weak perspective: every view's rotation, scale and translation) against the
    torso and head keypoints, the body in its neutral pose;
 2. ``body``: adds pose and shape, all keypoints, pose prior (joint limits) and shape prior;
-3. ``silhouette``: adds the silhouette term (skipped when ``fit.silhouette`` is ``none``).
+3. ``silhouette``: adds the silhouette term (skipped when ``fit.silhouette`` is ``none``);
+4. ``refine``: only when some views fail the checks below: the same loss without them.
 
 A non-finite loss stops the fit at once, naming the action and view that produced it; after
 the fit every view is checked (keypoint reprojection error, share of the fitted body inside the
@@ -32,6 +33,7 @@ from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
 _N_CHAMFER_VERTICES = 2000
+STAGES = ("global", "body", "silhouette")
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,18 @@ class FitSettings:
     camera: str = "calibrated"
     silhouette: str = "builtin"
     iterations: dict[str, int] = field(default_factory=lambda: {
-        "global": 40, "body": 150, "silhouette": 80})
+        "global": 40, "body": 150, "silhouette": 80, "refine": 60})
     learning_rate: float = 0.03
     keypoint_sigma_px: float = 30.0
     min_keypoint_confidence: float = 0.2
     silhouette_sigma_px: float = 10.0
     weights: dict[str, float] = field(default_factory=lambda: {
         "keypoints": 1.0, "silhouette": 0.5, "pose_prior": 1.0, "shape_prior": 0.01})
-    max_view_error_px: float = 40.0
+    max_view_error_px: float = 20.0
     min_view_inside: float = 0.6
     min_views: int = 2
     outlier_px: float = 25.0
+    sigma_anneal: float = 4.0
     log_every: int = 10
 
 
@@ -96,12 +99,18 @@ def _calibrated(subject: SubjectInput) -> cams.CalibratedCameras:
 
 
 def _drop_outliers(subject: SubjectInput, keypoints: np.ndarray, threshold: float) -> np.ndarray:
-    """Zero the confidence of keypoints that disagree with the other views (calibrated)."""
+    """Swap back left/right mix-ups, then zero the confidence of keypoints that disagree
+    with the other views (calibrated cameras)."""
     keypoints = keypoints.copy()
     for a, action in enumerate(subject.actions):
         n = len(action.views)
         projections = np.stack([v.camera.K @ np.hstack([v.camera.R, v.camera.t[:, None]])
                                 for v in action.views])
+        fixed, swapped = cams.fix_left_right(keypoints[a, :n], projections, threshold)
+        for v, group in swapped:
+            log.info("%s/%s/%s: left and right %s swapped back (they agree with the other "
+                     "views that way)", subject.subject, action.name, action.views[v].name, group)
+        keypoints[a, :n] = fixed
         keep = cams.multiview_inliers(keypoints[a, :n], projections, threshold)
         dropped = (~keep) & (keypoints[a, :n, :, 2] > 0)
         keypoints[a, :n, :, 2] *= keep
@@ -123,6 +132,7 @@ class _Problem:
             keypoints = _drop_outliers(subject, keypoints, settings.outlier_px)
         self.target = torch.as_tensor(keypoints, dtype=torch.float32)
         self.valid = torch.as_tensor(valid)
+        self.active = self.valid.clone()  # views that count in the loss (refit drops some)
         n_a, n_v = valid.shape
         neutral = model.neutral_pose()
         self.shape = torch.zeros(model.shape_size, requires_grad=True)
@@ -134,7 +144,7 @@ class _Problem:
                 raise PipelineError(f"{subject.subject}: fit.camera is 'calibrated' but the "
                                     "crops carry no cameras; use fit.camera: weak_perspective")
             self.cameras: torch.nn.Module = _calibrated(subject)
-            orient, transl = cams.init_calibrated(subject, keypoints, zero[cams.TORSO])
+            orient, transl = cams.init_calibrated(subject, keypoints, zero)
         elif settings.camera == "weak_perspective":
             self.cameras = cams.WeakPerspectiveCameras(
                 *cams.init_weak_perspective(subject, zero, n_v))
@@ -181,25 +191,27 @@ class _Problem:
     def body(self) -> BodyOutput:
         return self.model.forward(self.shape, self.pose, self.orient, self.transl)
 
-    def loss(self, stage: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Total loss, the (A, V) per-view part, and the terms for the history."""
+    def loss(self, stage: str, sigma_scale: float = 1.0,
+             ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Total loss, the (A, V) per-view part, and the terms for the history;
+        ``sigma_scale`` widens the keypoint Geman-McClure scale (annealing)."""
         s = self.settings
         out = self.body()
         joints = cams.TORSO_HEAD if stage == "global" else None
         kp = keypoint_loss(self.cameras.project(out.keypoints), self.target,
-                           s.keypoint_sigma_px, s.min_keypoint_confidence, joints)
+                           s.keypoint_sigma_px * sigma_scale, s.min_keypoint_confidence, joints)
         per_view = s.weights["keypoints"] * kp
         terms = {"keypoints": kp}
-        if stage == "silhouette" and self.silhouette is not None:
+        if stage in ("silhouette", "refine") and self.silhouette is not None:
             if isinstance(self.silhouette, BuiltinSilhouette):
                 sil = self.silhouette(self.cameras.project(out.vertices), self.subset)
             else:
                 sil = self.silhouette(out.vertices)
             per_view = per_view + s.weights["silhouette"] * sil
             terms["silhouette"] = sil
-        per_view = torch.where(self.valid, per_view, torch.zeros_like(per_view))
-        total = per_view.sum() / self.valid.sum()
-        record = {name: float((t.detach() * self.valid).sum() / self.valid.sum())
+        per_view = torch.where(self.active, per_view, torch.zeros_like(per_view))
+        total = per_view.sum() / self.active.sum()
+        record = {name: float((t.detach() * self.active).sum() / self.active.sum())
                   for name, t in terms.items()}
         if stage != "global":
             pose_prior = self.model.pose_prior(self.pose)
@@ -223,45 +235,73 @@ class _Problem:
                             f"loss from {culprit}")
 
 
+def _anneal(settings: FitSettings, stage: str, iteration: int, n_iterations: int) -> float:
+    """Keypoint scale factor: wide (``sigma_anneal``) at the start of the placement and body
+    stages, shrinking geometrically to 1 over their first half, so that the robust loss does
+    not ignore limbs that start far from their keypoints."""
+    if stage in ("silhouette", "refine") or settings.sigma_anneal <= 1.0:
+        return 1.0
+    progress_ = min(1.0, iteration / max(1.0, 0.5 * n_iterations))
+    return float(settings.sigma_anneal ** (1.0 - progress_))
+
+
+def _run_stage(problem: _Problem, stage: str, n_iterations: int,
+               history: list[dict[str, Any]], bar: Any) -> None:
+    settings = problem.settings
+    optimiser = torch.optim.Adam(problem.groups(stage))
+    for iteration in range(n_iterations):
+        optimiser.zero_grad()
+        total, per_view, record = problem.loss(stage, _anneal(settings, stage, iteration,
+                                                              n_iterations))
+        problem.check_finite(total, per_view, f"stage {stage}, iteration {iteration}")
+        total.backward()
+        optimiser.step()
+        bar.update(1)
+        if iteration % settings.log_every == 0 or iteration == n_iterations - 1:
+            history.append({"stage": stage, "iteration": iteration, **record})
+
+
 def fit_subject(model: BodyModel, subject: SubjectInput, settings: FitSettings) -> FitResult:
     """Fit ``model`` to every action and view of ``subject`` (see the module docstring)."""
     problem = _Problem(model, subject, settings)
-    stages = [(name, settings.iterations[name]) for name in ("global", "body", "silhouette")
+    stages = [(name, settings.iterations.get(name, 0)) for name in STAGES
               if not (name == "silhouette" and settings.silhouette == "none")]
+    refine = settings.iterations.get("refine", 0)
     history: list[dict[str, Any]] = []
-    bar = progress(sum(n for _, n in stages), f"fit {subject.subject}")
+    bar = progress(sum(n for _, n in stages) + refine, f"fit {subject.subject}")
     for stage, n_iterations in stages:
-        optimiser = torch.optim.Adam(problem.groups(stage))
-        for iteration in range(n_iterations):
-            optimiser.zero_grad()
-            total, per_view, record = problem.loss(stage)
-            problem.check_finite(total, per_view, f"stage {stage}, iteration {iteration}")
-            total.backward()
-            optimiser.step()
-            bar.update(1)
-            if iteration % settings.log_every == 0 or iteration == n_iterations - 1:
-                history.append({"stage": stage, "iteration": iteration, **record})
+        _run_stage(problem, stage, n_iterations, history, bar)
+    flagged = problem.valid.numpy() & ~_measure_views(problem)[2]
+    if refine and flagged.any():
+        log.info("%s: refitting without the views flagged so far: %s", subject.subject,
+                 ", ".join(f"{subject.actions[a].name}/{subject.actions[a].views[v].name}"
+                           for a, v in zip(*np.nonzero(flagged), strict=True)))
+        problem.active = torch.as_tensor(problem.valid.numpy() & ~flagged)
+        _run_stage(problem, "refine", refine, history, bar)
     bar.close()
     for name, tensor in (("shape", problem.shape), ("pose", problem.pose),
                          ("orientation", problem.orient), ("translation", problem.transl)):
         if not torch.isfinite(tensor).all():
             raise PipelineError(f"{subject.subject}: the fit diverged: non-finite {name}")
-    return _result(problem, history)
+    return _result(problem, history, flagged)
 
 
-def _result(problem: _Problem, history: list[dict[str, Any]]) -> FitResult:
+def _result(problem: _Problem, history: list[dict[str, Any]],
+            flagged: np.ndarray) -> FitResult:
+    """The fit's arrays, with every view checked once more (a view flagged before the refit
+    stays flagged)."""
     with torch.no_grad():
-        out = problem.body()
-        pixels = problem.cameras.project(out.vertices).numpy()
-        keypoints_px = problem.cameras.project(out.keypoints).numpy()
         canonical = problem.model.canonical(problem.shape)
-    metrics, view_ok = _check_views(problem, pixels, keypoints_px)
+    out, metrics, view_ok = _measure_views(problem)
+    view_ok &= ~flagged
+    _enforce(problem, metrics, view_ok)
+    pixels, keypoints_px = out["pixels"], out["keypoints_px"]
     return FitResult(
         shape=problem.shape.detach().numpy(), pose=problem.pose.detach().numpy(),
         orient=problem.orient.detach().numpy(), transl=problem.transl.detach().numpy(),
         cameras=problem.cameras.export(),
-        posed={"vertices": out.vertices.numpy(), "keypoints": out.keypoints.numpy(),
-               "bone_transforms": out.bone_transforms.numpy(), "keypoints_px": keypoints_px,
+        posed={"vertices": out["vertices"], "keypoints": out["keypoints"],
+               "bone_transforms": out["bone_transforms"], "keypoints_px": keypoints_px,
                "pixels": pixels},
         canonical_vertices=canonical.vertices.detach().numpy(),
         canonical_keypoints=canonical.keypoints.detach().numpy(),
@@ -269,11 +309,18 @@ def _result(problem: _Problem, history: list[dict[str, Any]]) -> FitResult:
         shape_summary=problem.model.shape_summary(problem.shape))
 
 
-def _check_views(problem: _Problem, pixels: np.ndarray,
-                 keypoints_px: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per view: median keypoint error (px, confidence >= 0.5), IoU and inside share of the
-    fitted body's silhouette against the mask; flags bad views, fails thin actions."""
+def _measure_views(problem: _Problem,
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """The current bodies and, per view, the median keypoint error (px, confidence >= 0.5),
+    IoU and inside share of the fitted body's silhouette against the mask, and which views
+    pass the checks."""
     s, subject = problem.settings, problem.subject
+    with torch.no_grad():
+        body = problem.body()
+        out = {"vertices": body.vertices.numpy(), "keypoints": body.keypoints.numpy(),
+               "bone_transforms": body.bone_transforms.numpy(),
+               "pixels": problem.cameras.project(body.vertices).numpy(),
+               "keypoints_px": problem.cameras.project(body.keypoints).numpy()}
     shape = problem.valid.shape
     error = np.full(shape, np.nan)
     iou = np.full(shape, np.nan)
@@ -284,21 +331,29 @@ def _check_views(problem: _Problem, pixels: np.ndarray,
             seen = target[a, v, :, 2] >= 0.5
             if seen.any():
                 error[a, v] = np.median(np.linalg.norm(
-                    keypoints_px[a, v, seen] - target[a, v, seen, :2], axis=1))
-            body = fill_triangles(pixels[a, v], problem.model.faces, subject.crop_size)
+                    out["keypoints_px"][a, v, seen] - target[a, v, seen, :2], axis=1))
+            silhouette = fill_triangles(out["pixels"][a, v], problem.model.faces,
+                                        subject.crop_size)
             mask = view.alpha > 0.5
-            iou[a, v], inside[a, v] = mask_iou(body, mask), inside_fraction(body, mask)
+            iou[a, v] = mask_iou(silhouette, mask)
+            inside[a, v] = inside_fraction(silhouette, mask)
     view_ok = problem.valid.numpy() & ~(error > s.max_view_error_px) & ~(
         inside < s.min_view_inside)
+    return out, {"keypoint_error_px": error, "silhouette_iou": iou, "inside": inside}, view_ok
+
+
+def _enforce(problem: _Problem, metrics: dict[str, np.ndarray], view_ok: np.ndarray) -> None:
+    """Log the flagged views; fail an action left with fewer than ``min_views`` good views."""
+    error, inside = metrics["keypoint_error_px"], metrics["inside"]
+    subject = problem.subject
     for a, action in enumerate(subject.actions):
         bad = [f"{view.name} (keypoint error {error[a, v]:.1f} px, inside {inside[a, v]:.2f})"
                for v, view in enumerate(action.views) if not view_ok[a, v]]
         if bad:
             log.warning("%s/%s: views flagged as badly fitted: %s", subject.subject,
                         action.name, "; ".join(bad))
-        if view_ok[a].sum() < s.min_views:
+        if view_ok[a].sum() < problem.settings.min_views:
             raise PipelineError(
                 f"{subject.subject}/{action.name}: the fit diverged: only "
-                f"{int(view_ok[a].sum())} views fit (need {s.min_views}); bad views: "
-                + "; ".join(bad))
-    return {"keypoint_error_px": error, "silhouette_iou": iou, "inside": inside}, view_ok
+                f"{int(view_ok[a].sum())} views fit (need {problem.settings.min_views}); "
+                "bad views: " + "; ".join(bad))

@@ -1,0 +1,127 @@
+"""Reading the per-subject training cache (``cache/<subject>.h5``, written by ``pipeline.cache``).
+
+``open_cache`` is the only way in: it refuses a file of another layout version with a message
+that says how to rebuild it. ``CacheIndex`` holds the small per-subject tables a dataset needs
+to pick views and frames without touching the large arrays. Layout: ``docs/cache.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+SCHEMA_VERSION = 1
+"""Layout version; bump it whenever a dataset or attribute changes name, shape or meaning."""
+
+SCHEMA = f"pixel2isdf.cache/{SCHEMA_VERSION}"
+
+CAMERA_KEYS = {"calibrated": ("K", "R", "t"), "weak_perspective": ("R", "scale", "trans")}
+"""Datasets under ``camera/`` per camera model (the fit npz's ``camera_<key>`` arrays)."""
+
+REBUILD_HINT = "rebuild it with `snakemake --forcerun cache` (or delete the file and rerun)"
+
+
+def open_cache(path: str | Path) -> h5py.File:
+    """Open a cache file read-only after checking its layout version.
+
+    Args:
+        path: ``cache/<subject>.h5``.
+
+    Returns:
+        The open ``h5py.File`` (the caller closes it; usable as a context manager).
+
+    Raises:
+        PipelineError: the file is missing, not HDF5, or of another ``schema_version``
+            (naming the file, the found and expected versions and how to rebuild).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"cache file {path} does not exist; build it with the cache stage "
+                            "(snakemake ... cache)")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise PipelineError(f"cache file {path} is not a readable HDF5 file ({exc}); "
+                            f"{REBUILD_HINT}") from exc
+    found = handle.attrs.get("schema_version")
+    if found is None or int(found) != SCHEMA_VERSION:
+        handle.close()
+        shown = "none" if found is None else int(found)
+        raise PipelineError(f"cache file {path} has schema_version {shown}, this code reads "
+                            f"version {SCHEMA_VERSION}; {REBUILD_HINT}")
+    return handle
+
+
+def strings(dataset: h5py.Dataset) -> np.ndarray:
+    """A variable-length string dataset as a numpy unicode array of the same shape."""
+    return np.asarray(dataset.asstr()[()], dtype=str)
+
+
+@dataclass(frozen=True)
+class CacheIndex:
+    """The small tables of one cache file (Nv flattened views, A actions).
+
+    Attributes:
+        path: the file.
+        subject, camera_model: from the attributes; ``crop_size`` S in pixels.
+        actions: ``(A,)`` action names in file order.
+        view_names: ``(Nv,)`` view names; ``action_index`` ``(Nv,)`` int, row of ``actions``.
+        view_ok: ``(Nv,)`` bool, the view passed the fit's checks.
+        pifu_actions: actions that have PIFu targets (``pifu/<action>``).
+        has_oracle_normals: ``oracle/normals`` is present.
+    """
+
+    path: Path
+    subject: str
+    camera_model: str
+    crop_size: int
+    actions: np.ndarray
+    view_names: np.ndarray
+    action_index: np.ndarray
+    view_ok: np.ndarray
+    pifu_actions: tuple[str, ...]
+    has_oracle_normals: bool
+
+    @property
+    def camera_keys(self) -> tuple[str, ...]:
+        return CAMERA_KEYS[self.camera_model]
+
+    def ok_views(self) -> np.ndarray:
+        """``(M,)`` int rows of the views that passed the fit's checks."""
+        return np.flatnonzero(self.view_ok)
+
+    def find_view(self, action: str, view: str) -> int | None:
+        """Row of ``view`` of ``action`` or None when that view is not in the cache."""
+        rows = np.flatnonzero((self.actions[self.action_index] == action)
+                              & (self.view_names == view))
+        return int(rows[0]) if len(rows) else None
+
+
+def read_index(handle: h5py.File) -> CacheIndex:
+    """The small tables of an open cache file (see ``CacheIndex``)."""
+    path = Path(handle.filename)
+    try:
+        camera_model = str(handle.attrs["camera_model"])
+        if camera_model not in CAMERA_KEYS:
+            raise PipelineError(f"cache file {path}: unknown camera_model {camera_model!r}")
+        pifu = tuple(sorted(handle["pifu"].keys())) if "pifu" in handle else ()
+        return CacheIndex(
+            path=path, subject=str(handle.attrs["subject"]), camera_model=camera_model,
+            crop_size=int(handle.attrs["crop_size"]), actions=strings(handle["actions"]),
+            view_names=strings(handle["view_names"]),
+            action_index=np.asarray(handle["action_index"][()], dtype=np.int64),
+            view_ok=np.asarray(handle["view_ok"][()], dtype=bool), pifu_actions=pifu,
+            has_oracle_normals="oracle/normals" in handle)
+    except KeyError as exc:
+        raise PipelineError(f"cache file {path} lacks {exc}; {REBUILD_HINT}") from exc
+
+
+def load_index(path: str | Path) -> CacheIndex:
+    """Open, index and close a cache file (no handle is kept open)."""
+    with open_cache(path) as handle:
+        return read_index(handle)
