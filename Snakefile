@@ -19,6 +19,7 @@ include: "rules/mask.smk"
 include: "rules/keypoints.smk"
 include: "rules/overlay.smk"
 include: "rules/fit.smk"
+include: "rules/cache.smk"
 
 
 rule all:

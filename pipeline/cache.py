@@ -33,7 +33,7 @@ from pipeline.imageio import read_gray, read_rgb
 from pipeline.io import atomic_path, read_json
 from pipeline.meshio import read_ply
 from pipeline.progress import progress
-from pipeline.sdf import check_watertight, occupancy, sample_sdf_points, surface_samples
+from pipeline.sdf import check_watertight, sample_sdf_points, surface_samples
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ def load_fit(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def checked_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def checked_mesh(path: Path, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
     """``(V, 3)`` float64 vertices and ``(F, 3)`` faces of a watertight truth mesh."""
     if not path.is_file():
-        raise PipelineError(f"truth mesh {path} is missing (the cache's targets need it)")
+        raise PipelineError(f"truth mesh {path} is missing (the cache's targets need it){hint}")
     mesh = read_ply(path)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
@@ -262,8 +262,9 @@ def _write_targets(h5: h5py.File, canonical: tuple[np.ndarray, np.ndarray],
             drawn = sample_sdf_points(vertices, faces, p.n_pifu_points, **sampling,
                                       rng=stream(p.seed, subject, f"pifu/{action}"),
                                       name=names[action])
-            inside = occupancy(vertices, faces, drawn["points"], name=names[action])
+            inside = np.signbit(drawn["sdf"])  # == sdf.occupancy (same winding-number test)
             group = h5.create_group(f"pifu/{action}")
+            group.attrs.update(json_attrs(sampling))
             _array(group, "points", drawn["points"], p)
             _array(group, "inside", inside, p)
             _array(group, "kind", drawn["kind"], p)
@@ -297,39 +298,39 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
     if p.n_pifu_points > 0:
         for action in actions:
             names[action] = str(truth / action / POSED_MESH)
-            posed[action] = checked_mesh(truth / action / POSED_MESH)
+            posed[action] = checked_mesh(truth / action / POSED_MESH,
+                                         "; set cache.n_pifu_points: 0 to skip PIFu targets")
     sources = {"fit": fit, **{f"crops/{a}/{CROP_FILE}": f for a, f in crop_files.items()},
                f"truth/{CANONICAL_MESH}": truth / CANONICAL_MESH,
                **{f"truth/{a}/{POSED_MESH}": truth / a / POSED_MESH for a in posed}}
     checksums = {k: file_sha256(v) for k, v in sorted(sources.items())}
     index = np.array([[r.a, r.v] for r in rows])
-    with atomic_path(output) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs.update({
-                "schema_version": SCHEMA_VERSION, "schema": SCHEMA,
-                "config_hash": config_hash(params), "params": json.dumps(params, sort_keys=True),
-                "source_checksums": json.dumps(checksums, sort_keys=True), "subject": subject,
-                "body_model": str(arrays["body_model"]), "camera_model": camera_model,
-                "crop_size": size, "sdf_sign": "negative inside, positive outside (metres)"})
-            _array(h5, "actions", arrays["actions"], p)
-            _array(h5, "view_names", np.array([r.view for r in rows]), p)
-            _array(h5, "action_index", index[:, 0].astype(np.int32), p)
-            _array(h5, "view_ok", np.array([r.ok for r in rows]), p)
-            for key in CAMERA_KEYS[camera_model]:
-                values = arrays[f"camera_{key}"][index[:, 0], index[:, 1]]
-                _array(h5, f"camera/{key}", values.astype(np.float32), p)
-            for key in ("posed_vertices", "bone_transforms", "canonical_vertices",
-                        "skinning_weights"):
-                _array(h5, key, arrays[key].astype(np.float32), p)
-            _array(h5, "faces", arrays["faces"].astype(np.int32), p)
-            if "bone_names" in arrays:
-                _array(h5, "bone_names", arrays["bone_names"], p)
-            note = _write_views(h5, rows, size, truth, p, subject)
-            h5.attrs["oracle_normals"] = note
-            h5.attrs["pifu_targets"] = ("present" if posed
-                                        else "absent: cache.n_pifu_points is 0")
-            _write_targets(h5, canonical, posed, names, p, subject)
-            h5.flush()
+    # Closed (flushed) before atomic_path renames it: contexts exit in reverse order.
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs.update({
+            "schema_version": SCHEMA_VERSION, "schema": SCHEMA,
+            "config_hash": config_hash(params), "params": json.dumps(params, sort_keys=True),
+            "source_checksums": json.dumps(checksums, sort_keys=True), "subject": subject,
+            "body_model": str(arrays["body_model"]), "camera_model": camera_model,
+            "crop_size": size, "sdf_sign": "negative inside, positive outside (metres)"})
+        _array(h5, "actions", arrays["actions"], p)
+        _array(h5, "view_names", np.array([r.view for r in rows]), p)
+        _array(h5, "action_index", index[:, 0].astype(np.int32), p)
+        _array(h5, "view_ok", np.array([r.ok for r in rows]), p)
+        for key in CAMERA_KEYS[camera_model]:
+            values = arrays[f"camera_{key}"][index[:, 0], index[:, 1]]
+            _array(h5, f"camera/{key}", values.astype(np.float32), p)
+        for key in ("posed_vertices", "bone_transforms", "canonical_vertices",
+                    "skinning_weights"):
+            _array(h5, key, arrays[key].astype(np.float32), p)
+        _array(h5, "faces", arrays["faces"].astype(np.int32), p)
+        if "bone_names" in arrays:
+            _array(h5, "bone_names", arrays["bone_names"], p)
+        note = _write_views(h5, rows, size, truth, p, subject)
+        h5.attrs["oracle_normals"] = note
+        h5.attrs["pifu_targets"] = ("present" if posed
+                                    else "absent: cache.n_pifu_points is 0")
+        _write_targets(h5, canonical, posed, names, p, subject)
     summary = {"subject": subject, "views": len(rows), "views_ok": int(sum(r.ok for r in rows)),
                "actions": len(actions), "bytes": output.stat().st_size,
                "seconds": round(time.perf_counter() - start, 2), "oracle_normals": note}

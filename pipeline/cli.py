@@ -53,6 +53,8 @@ STAGES: dict[str, Stage] = {
                      "draw boxes, mask contours and keypoints over an action's crops"),
     "fit": Stage("pipeline.fit:run", "fit",
                  "fit the body model to every action and view of a subject"),
+    "cache": Stage("pipeline.cache:run", "cache",
+                   "write a subject's HDF5 training cache (views, body fit, SDF/PIFu targets)"),
 }
 
 _SCALARS = {str: str, int: int, float: float, Path: Path}

@@ -10,7 +10,7 @@ TRUTH = DATA / "truth"
 RESULTS = Path(config["results"]) / DATASET
 LOGS = Path("logs") / DATASET
 SYNTHETIC = config["synthesize"]["enabled"]
-STAGE_ORDER = ["ingest", "detect", "mask", "keypoints", "overlay", "fit"]
+STAGE_ORDER = ["ingest", "detect", "mask", "keypoints", "overlay", "fit", "cache"]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 
 
@@ -56,4 +56,6 @@ def all_targets(wildcards):
         ]
     if STOP_AFTER >= STAGE_ORDER.index("fit"):
         targets += expand(RESULTS / "fit" / "{subject}.npz", subject=SUBJECTS)
+    if STOP_AFTER >= STAGE_ORDER.index("cache"):
+        targets += expand(RESULTS / "cache" / "{subject}.h5", subject=SUBJECTS)
     return targets

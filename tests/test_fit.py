@@ -228,3 +228,39 @@ def test_left_right_swaps_are_undone():
     fixed, groups = fix_left_right(swapped, projections, threshold_px=10.0)
     assert groups == [(2, "legs")]
     np.testing.assert_array_equal(fixed, points)
+
+
+def test_smplx_body_model_runs_through_the_stage(scene, tmp_path):
+    pytest.importorskip("smplx")
+    from tests.test_bodymodel_smplx import write_synthetic_smplx
+
+    write_synthetic_smplx(tmp_path / "SMPLX_NEUTRAL.npz")
+    paths = scene["calibrated"]
+    params = {"body_model": "smplx", "smplx": {"model_path": str(tmp_path)},
+              "iterations": {"global": 10, "body": 20, "silhouette": 5, "refine": 0},
+              "max_view_error_px": 1e6, "min_view_inside": 0.0}
+    out = tmp_path / "fit"
+    fit_to_files(subject="s000", manifest=paths["manifest"], crops=paths["crops"],
+                 masks=paths["masks"], keypoints=paths["keypoints"], output=out / "s000.npz",
+                 report=out / "s000.json", overlays=out / "s000", params=params)
+    with np.load(out / "s000.npz", allow_pickle=False) as fit:
+        assert str(fit["body_model"]) == "smplx" and fit["shape"].shape == (10,)
+        assert fit["posed_vertices"].shape[1] >= 9930 and fit["pose"].shape == (2, 21, 3)
+        assert np.isfinite(fit["posed_vertices"]).all()
+        assert fit["bone_transforms"].shape == (2, 55, 4, 4)
+
+
+def test_pytorch3d_silhouette_needs_the_package(model, scene):
+    try:
+        import pytorch3d  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pytorch3d is installed: the error path cannot be shown")
+    from pipeline.backends import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="pytorch3d is not installed"):
+        _Problem(model, _load(scene["calibrated"]), FitSettings(silhouette="pytorch3d"))
+    with pytest.raises(PipelineError, match=r"pytorch3d needs fit\.camera: calibrated"):
+        _Problem(model, _load(scene["weak"]),
+                 FitSettings(camera="weak_perspective", silhouette="pytorch3d"))

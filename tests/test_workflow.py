@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import h5py
 import numpy as np
 import pytest
 
@@ -81,6 +82,8 @@ def _synthetic_config(**ingest):
         "keypoints": {"backend": "oracle"},
         "fit": {"iterations": {"global": 5, "body": 10, "silhouette": 5}, "min_views": 1,
                 "max_view_error_px": 1000.0, "min_view_inside": 0.0, "threads": 1},
+        "cache": {"n_sdf_points": 2000, "n_surface_points": 500, "n_pifu_points": 500,
+                  "threads": 1},
         "data": {"root": "data", "dataset": "syn", "subjects": ["s000"], "test_subjects": []},
         "synthesize": {"enabled": True, "n_actions": 1, "n_views": 2, "width": 128,
                        "height": 96, "voxel_size": 0.02},
@@ -105,13 +108,15 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
         assert fit["posed_vertices"].shape[0] == 1 and list(fit["views"][0]) == ["cam0", "cam1"]
     assert (tmp_path / "results/syn/fit/s000/act00.png").exists()
     assert (tmp_path / "logs/syn/fit/s000.log").exists()
+    with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
+        assert cache["sdf/points"].shape == (2000, 3)
 
     # A mask parameter changes: mask and overlay rerun, nothing upstream.
     config = _synthetic_config()
     config["mask"]["band"] = 3
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "mask": 1, "overlay": 1, "fit": 1, "all": 1}
+        "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "all": 1}
 
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))

@@ -1,0 +1,265 @@
+"""Torch datasets over the per-subject training caches (``cache/<subject>.h5``, docs/cache.md).
+
+* ``Pixel2ISDFDataset``: K views of a subject drawn across all its actions (the multi-view
+  multi-pose input of Pixel2ISDF) with SDF samples around the canonical clothed surface.
+* ``PifuDataset``: one view with inside/outside samples around that action's posed clothed
+  surface, or (``temporal=True``) the same view in a window of consecutive frames.
+
+Both are deterministic: item ``i`` draws from ``np.random.default_rng((seed, i))`` only, so
+a batch does not depend on the worker that loads it nor on ``num_workers``. HDF5 files are
+opened lazily, read-only, once per process (a changed ``os.getpid()`` — a forked DataLoader
+worker — reopens them); ``__init__`` only reads each file's small index and closes it, so
+the dataset can be pickled to spawned workers and used with ``num_workers > 0``. The small
+arrays (cameras, bodies, the point pools) are read once per process and kept in memory; images
+are read one chunk (one view) at a time.
+
+Only views whose ``view_ok`` flag is set (they passed the fit's checks) are ever drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.cache_io import CacheIndex, load_index, open_cache
+from pipeline.errors import PipelineError
+
+
+class _Caches:
+    """Per-process lazy handles on the cache files and the small arrays read from them."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self._pid: int | None = None
+        self._files: dict[int, h5py.File] = {}
+        self._arrays: dict[tuple[int, str], np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths, "_pid": None, "_files": {}, "_arrays": {}}
+
+    def _check_process(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:  # first use, or a forked worker holding the parent's handles
+            self._files, self._arrays, self._pid = {}, {}, pid
+
+    def file(self, s: int) -> h5py.File:
+        """The open cache file of subject ``s`` in this process."""
+        self._check_process()
+        handle = self._files.get(s)
+        if handle is None:
+            handle = self._files[s] = open_cache(self.paths[s])
+        return handle
+
+    def array(self, s: int, name: str) -> np.ndarray:
+        """A whole (small) dataset of subject ``s``, read once per process."""
+        self._check_process()
+        key = (s, name)
+        if key not in self._arrays:
+            try:
+                self._arrays[key] = self.file(s)[name][()]
+            except KeyError as exc:
+                raise PipelineError(f"cache file {self.paths[s]} lacks dataset {name!r}; "
+                                    "rebuild it with `snakemake --forcerun cache`") from exc
+        return self._arrays[key]
+
+    def images(self, s: int, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(T, S, S, 3)`` uint8 masked crops and ``(T, S, S)`` uint8 alphas of ``rows``."""
+        handle = self.file(s)
+        out = []
+        for name in ("images", "alphas"):
+            dataset = handle[name]
+            buffer = np.empty((len(rows), *dataset.shape[1:]), dtype=dataset.dtype)
+            for k, r in enumerate(rows):
+                dataset.read_direct(buffer, np.s_[int(r)], np.s_[k])
+            out.append(buffer)
+        return out[0], out[1]
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files, self._arrays = {}, {}
+
+
+_SCALE = np.float32(1.0 / 255.0)
+
+
+def _to_tensors(images: np.ndarray, alphas: np.ndarray,
+                uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, S, S, 3)``, ``(T, S, S)`` uint8 → ``(T, 3, S, S)``, ``(T, 1, S, S)`` contiguous
+    tensors, float32 in [0, 1] (or uint8 0–255 when ``uint8``).
+
+    Done in numpy, one channel at a time: torch's strided uint8 → float copy is several times
+    slower and uses intra-op threads that compete with the DataLoader workers.
+    """
+    n, size = images.shape[0], images.shape[1:3]
+    if uint8:
+        return (torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+                torch.from_numpy(np.ascontiguousarray(alphas[:, None])))
+    out = np.empty((n, 3, *size), dtype=np.float32)
+    for c in range(3):
+        np.multiply(images[..., c], _SCALE, out=out[:, c], dtype=np.float32)
+    alpha = np.multiply(alphas[:, None], _SCALE, dtype=np.float32)
+    return torch.from_numpy(out), torch.from_numpy(alpha)
+
+
+def _cameras(caches: _Caches, s: int, index: CacheIndex, rows: np.ndarray) -> dict[str, Any]:
+    """``camera_<key>`` tensors of ``rows``: K, R ``(T, 3, 3)``, t ``(T, 3)`` (calibrated) or
+    R ``(T, 3, 3)``, scale ``(T,)``, trans ``(T, 2)`` (weak perspective)."""
+    return {f"camera_{k}": torch.from_numpy(caches.array(s, f"camera/{k}")[rows].copy())
+            for k in index.camera_keys}
+
+
+class Pixel2ISDFDataset(Dataset):
+    """Multi-view multi-pose samples of each subject with canonical SDF targets.
+
+    Item ``i`` belongs to subject ``i // samples_per_subject`` and holds (K = ``n_views``,
+    S the crop size, N body vertices, P = ``n_points``):
+
+    * ``images`` (K, 3, S, S) float32 in [0, 1] (masked crops), ``alphas`` (K, 1, S, S);
+    * ``camera_*`` per view (see ``CAMERA_KEYS``: ``camera_K/R/t`` or ``camera_R/scale/trans``);
+    * ``posed_vertices`` (K, N, 3): the fitted body of each drawn view's action;
+    * ``canonical_vertices`` (N, 3);
+    * ``points`` (P, 3) canonical-space samples and ``sdf`` (P,) their signed distance to the
+      truth clothed surface (negative inside), drawn from the cache's ``sdf`` pool;
+    * ``view_index``, ``action_index`` (K,) int64 rows in the cache; ``subject_index`` ().
+
+    The K views are drawn without replacement among all ``view_ok`` views of all actions.
+
+    Args:
+        paths: cache files, one per subject.
+        n_views: K. n_points: P (drawn without replacement when the pool is large enough).
+        seed: base of every draw. samples_per_subject: items per subject (an epoch's length).
+        uint8_images: return ``images``/``alphas`` as uint8 0–255 (convert on the device:
+            4× less to copy between processes).
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, n_views: int = 4, n_points: int = 10_000,
+                 seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False) -> None:
+        if n_views < 1 or n_points < 1 or samples_per_subject < 1:
+            raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
+        self.caches = _Caches(paths)
+        self.indexes = [load_index(p) for p in self.caches.paths]
+        self.n_views, self.n_points, self.seed = n_views, n_points, seed
+        self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
+        for index in self.indexes:
+            if len(index.ok_views()) < n_views:
+                raise PipelineError(f"cache file {index.path}: {len(index.ok_views())} views "
+                                    f"passed the fit's checks, fewer than n_views={n_views}")
+
+    def __len__(self) -> int:
+        return len(self.indexes) * self.samples_per_subject
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        s = i // self.samples_per_subject
+        index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
+        rows = rng.choice(index.ok_views(), size=self.n_views, replace=False)
+        images, alphas = _to_tensors(*self.caches.images(s, rows), self.uint8_images)
+        actions = index.action_index[rows]
+        pool = self.caches.array(s, "sdf/points")
+        pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
+        return {
+            "images": images, "alphas": alphas, **_cameras(self.caches, s, index, rows),
+            "posed_vertices": torch.from_numpy(self.caches.array(s, "posed_vertices")[actions]),
+            "canonical_vertices": torch.from_numpy(
+                self.caches.array(s, "canonical_vertices").copy()),
+            "points": torch.from_numpy(pool[pick]),
+            "sdf": torch.from_numpy(self.caches.array(s, "sdf/values")[pick]),
+            "view_index": torch.from_numpy(rows.astype(np.int64)),
+            "action_index": torch.from_numpy(actions.astype(np.int64)),
+            "subject_index": torch.tensor(s, dtype=torch.int64),
+        }
+
+
+def temporal_rows(index: CacheIndex, row: int, window: int) -> list[int]:
+    """Rows of the same view in the ``window`` frames centred on ``row``'s action.
+
+    Frames are the subject's actions sorted by name. A frame before the first or after the
+    last is clamped to the end; a frame where that view is absent or flagged (``view_ok``
+    false) is replaced by the nearest frame towards the centre that has it (at worst the
+    centre itself). Returns ``window`` rows, oldest first.
+    """
+    order = sorted(index.actions.tolist())
+    view = str(index.view_names[row])
+    centre = order.index(str(index.actions[index.action_index[row]]))
+    rows = []
+    for offset in range(-(window // 2), window // 2 + 1):
+        t = min(max(centre + offset, 0), len(order) - 1)
+        while True:
+            found = index.find_view(order[t], view)
+            if found is not None and index.view_ok[found]:
+                rows.append(found)
+                break
+            t += 1 if t < centre else -1
+    return rows
+
+
+class PifuDataset(Dataset):
+    """One item per ``view_ok`` view of every subject (whose action has PIFu targets).
+
+    Item: ``images`` (3, S, S) float32 in [0, 1], ``alphas`` (1, S, S), ``camera_*`` of the
+    view, ``points`` (P, 3) posed (world) space samples around the action's truth clothed mesh,
+    ``inside`` (P,) float32 1/0 labels; ``view_index``, ``action_index``, ``subject_index``.
+    With ``temporal=True`` images, alphas and cameras gain a leading frame axis T = ``window``
+    (``temporal_rows``: the same view in frames t-1, t, t+1 for window 3, clamped) and the
+    points are those of the centre frame; ``view_index``/``action_index`` are then (T,).
+
+    Args:
+        paths: cache files, one per subject.
+        temporal: return a window of frames. window: odd frame count (default 3).
+        n_points: P points per item. seed: base of every draw.
+        uint8_images: return images and alphas as uint8 0–255.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, temporal: bool = False, window: int = 3,
+                 n_points: int = 5_000, seed: int = 0, uint8_images: bool = False) -> None:
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"window must be an odd number >= 1, got {window}")
+        if n_points < 1:
+            raise ValueError("n_points must be >= 1")
+        self.caches = _Caches(paths)
+        self.indexes = [load_index(p) for p in self.caches.paths]
+        self.temporal, self.window, self.n_points, self.seed = temporal, window, n_points, seed
+        self.uint8_images = uint8_images
+        self.items: list[tuple[int, int]] = []
+        for s, index in enumerate(self.indexes):
+            with_targets = set(index.pifu_actions)
+            self.items += [(s, int(r)) for r in index.ok_views()
+                           if index.actions[index.action_index[r]] in with_targets]
+        if not self.items:
+            raise PipelineError("no cache file among " + ", ".join(map(str, self.caches.paths))
+                                + " has a view_ok view with PIFu targets (cache.n_pifu_points)")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        s, row = self.items[i]
+        index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
+        rows = np.asarray(temporal_rows(index, row, self.window) if self.temporal else [row])
+        images, alphas = _to_tensors(*self.caches.images(s, rows), self.uint8_images)
+        cameras = _cameras(self.caches, s, index, rows)
+        action = str(index.actions[index.action_index[row]])
+        pool = self.caches.array(s, f"pifu/{action}/points")
+        pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
+        inside = self.caches.array(s, f"pifu/{action}/inside")[pick]
+        out = {"images": images, "alphas": alphas, **cameras,
+               "points": torch.from_numpy(pool[pick]),
+               "inside": torch.from_numpy(inside.astype(np.float32)),
+               "view_index": torch.from_numpy(rows.astype(np.int64)),
+               "action_index": torch.from_numpy(index.action_index[rows].astype(np.int64)),
+               "subject_index": torch.tensor(s, dtype=torch.int64)}
+        if not self.temporal:
+            out = {k: (v[0] if k not in ("points", "inside", "subject_index") else v)
+                   for k, v in out.items()}
+        return out

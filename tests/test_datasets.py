@@ -1,0 +1,148 @@
+"""Torch datasets over the cache: shapes, determinism, view choice, temporal windows, workers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from models.data import PifuDataset, Pixel2ISDFDataset, temporal_rows
+from pipeline.cache_io import load_index, open_cache
+from pipeline.errors import PipelineError
+from tests.cache_fakes import CLOTHED_R, offset
+from tests.cache_fakes import build as build_cache
+
+VIEWS = ("cam0", "cam1", "cam2")
+# Subject a: 3 actions × 3 views; act01/cam1 has no person; act00/cam2 and act02/cam0 flagged.
+SUBJECT_A = {"n_actions": 3, "views": VIEWS, "missing": ((1, "cam1"),),
+             "flagged": ((0, "cam2"), (2, "cam0"))}
+SUBJECT_B = {"n_actions": 2, "views": ("cam0", "cam1"), "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("datasets")
+    return [build_cache(root / "a", **SUBJECT_A), build_cache(root / "b", **SUBJECT_B)]
+
+
+def equal(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> bool:
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_pixel2isdf_item(caches: list[Path]) -> None:
+    data = Pixel2ISDFDataset(caches, n_views=4, n_points=500, seed=1, samples_per_subject=3)
+    assert len(data) == 6
+    item = data[0]
+    shapes = {k: tuple(v.shape) for k, v in item.items()}
+    n_body = shapes["canonical_vertices"][0]
+    assert shapes == {"images": (4, 3, 64, 64), "alphas": (4, 1, 64, 64),
+                      "camera_K": (4, 3, 3), "camera_R": (4, 3, 3), "camera_t": (4, 3),
+                      "posed_vertices": (4, n_body, 3), "canonical_vertices": (n_body, 3),
+                      "points": (500, 3), "sdf": (500,), "view_index": (4,),
+                      "action_index": (4,), "subject_index": ()}
+    assert item["images"].dtype == torch.float32 and item["images"].is_contiguous()
+    assert item["images"].min() >= 0 and item["images"].max() <= 1
+    rows = item["view_index"].numpy()
+    assert len(set(rows.tolist())) == 4  # without replacement
+    with open_cache(caches[0]) as h5:
+        for k, r in enumerate(rows):
+            np.testing.assert_allclose(item["images"][k].permute(1, 2, 0).numpy(),
+                                       h5["images"][r] / 255.0, atol=1e-6)
+            np.testing.assert_array_equal(item["camera_t"][k].numpy(), h5["camera/t"][r])
+            action = h5["action_index"][r]
+            assert item["action_index"][k] == action
+            np.testing.assert_array_equal(item["posed_vertices"][k].numpy(),
+                                          h5["posed_vertices"][action])
+    # the drawn points are pool entries with their signed distances (negative inside)
+    radius = item["points"].norm(dim=1)
+    np.testing.assert_allclose(item["sdf"].numpy(), (radius - CLOTHED_R).numpy(), atol=0.01)
+    assert data[3]["subject_index"] == 1
+
+
+def test_pixel2isdf_views_ok_only_across_actions(caches: list[Path]) -> None:
+    data = Pixel2ISDFDataset(caches[:1], n_views=4, n_points=10, samples_per_subject=60)
+    index = load_index(caches[0])
+    flagged = set(np.flatnonzero(~index.view_ok).tolist())
+    assert len(flagged) == 2
+    seen_rows, mixed = set(), 0
+    for i in range(len(data)):
+        item = data[i]
+        seen_rows |= set(item["view_index"].tolist())
+        mixed += len(set(item["action_index"].tolist())) > 1
+    assert not seen_rows & flagged
+    assert seen_rows == set(index.ok_views().tolist())
+    assert mixed == len(data)  # 4 views never fit in one action of at most 3
+    with pytest.raises(PipelineError, match="fewer than n_views=7"):
+        Pixel2ISDFDataset(caches[:1], n_views=7)
+
+
+def test_deterministic_given_seed(caches: list[Path]) -> None:
+    one = Pixel2ISDFDataset(caches, n_points=50, seed=5, samples_per_subject=4)
+    two = Pixel2ISDFDataset(caches, n_points=50, seed=5, samples_per_subject=4)
+    assert all(equal(one[i], two[i]) for i in (3, 0, 7))
+    other = Pixel2ISDFDataset(caches, n_points=50, seed=6, samples_per_subject=4)
+    assert not equal(one[0], other[0])
+    pifu = PifuDataset(caches, n_points=20, seed=5, temporal=True)
+    assert equal(pifu[2], PifuDataset(caches, n_points=20, seed=5, temporal=True)[2])
+
+
+def test_pifu_item(caches: list[Path]) -> None:
+    data = PifuDataset(caches, n_points=300)
+    index = load_index(caches[0])
+    assert len(data) == int(index.view_ok.sum()) + 4  # subject b: 2 actions × 2 views, all ok
+    item = data[1]
+    assert {k: tuple(v.shape) for k, v in item.items()} == {
+        "images": (3, 64, 64), "alphas": (1, 64, 64), "camera_K": (3, 3), "camera_R": (3, 3),
+        "camera_t": (3,), "points": (300, 3), "inside": (300,), "view_index": (),
+        "action_index": (), "subject_index": ()}
+    a = int(item["action_index"])
+    r = (item["points"].numpy() - offset(a)).astype(np.float64)
+    radius = np.linalg.norm(r, axis=1)
+    clear = np.abs(radius - CLOTHED_R) > 0.01
+    np.testing.assert_array_equal(item["inside"].numpy()[clear] == 1, radius[clear] < CLOTHED_R)
+    drawn = {int(data[i]["view_index"]) for i in range(len(data)) if data[i]["subject_index"] == 0}
+    assert drawn == set(index.ok_views().tolist())
+
+
+def test_temporal_windows_clamp(caches: list[Path]) -> None:
+    index = load_index(caches[0])
+    row = {(str(index.actions[a]), str(v)): r
+           for r, (a, v) in enumerate(zip(index.action_index, index.view_names, strict=True))}
+    # first frame: clamped to itself before; act01/cam1 is missing → replaced by the centre
+    assert temporal_rows(index, row["act00", "cam1"], 3) == [row["act00", "cam1"]] * 3
+    assert temporal_rows(index, row["act00", "cam0"], 3) == [
+        row["act00", "cam0"], row["act00", "cam0"], row["act01", "cam0"]]
+    # last frame: act02/cam0 is flagged, so it never is a centre; act02/cam2 clamps after
+    assert temporal_rows(index, row["act02", "cam2"], 3) == [
+        row["act01", "cam2"], row["act02", "cam2"], row["act02", "cam2"]]
+    # a flagged neighbour (act02/cam0) is replaced by the nearest frame towards the centre
+    assert temporal_rows(index, row["act01", "cam0"], 3) == [
+        row["act00", "cam0"], row["act01", "cam0"], row["act01", "cam0"]]
+    assert temporal_rows(index, row["act01", "cam0"], 5) == [
+        row["act00", "cam0"], row["act00", "cam0"], row["act01", "cam0"],
+        row["act01", "cam0"], row["act01", "cam0"]]
+    data = PifuDataset(caches[:1], temporal=True, n_points=10)
+    item = data[0]
+    assert item["images"].shape == (3, 3, 64, 64) and item["alphas"].shape == (3, 1, 64, 64)
+    assert item["camera_K"].shape == (3, 3, 3) and item["view_index"].shape == (3,)
+    assert item["view_index"].tolist() == temporal_rows(index, data.items[0][1], 3)
+    with pytest.raises(ValueError, match="odd"):
+        PifuDataset(caches, temporal=True, window=2)
+
+
+@pytest.mark.parametrize("kind", ["pixel2isdf", "pifu"])
+def test_workers_give_the_same_batches(caches: list[Path], kind: str) -> None:
+    if kind == "pixel2isdf":
+        data = Pixel2ISDFDataset(caches, n_points=64, seed=2, samples_per_subject=5)
+    else:
+        data = PifuDataset(caches, n_points=64, seed=2, temporal=True)
+    data[0]  # handles opened in this process must not leak into the workers
+    copy.deepcopy(data)  # what spawned workers receive: no open handles
+    serial = list(DataLoader(data, batch_size=3, num_workers=0))
+    parallel = list(DataLoader(data, batch_size=3, num_workers=2))
+    assert len(serial) == len(parallel) == -(-len(data) // 3)
+    assert all(equal(x, y) for x, y in zip(serial, parallel, strict=True))
