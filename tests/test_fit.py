@@ -16,8 +16,9 @@ from pipeline.bodymodel.anny_model import AnnyBodyModel
 from pipeline.camera import look_at
 from pipeline.errors import PipelineError
 from pipeline.fit import fit_to_files
-from pipeline.fitting.cameras import kabsch, multiview_inliers
+from pipeline.fitting.cameras import kabsch
 from pipeline.fitting.inputs import load_subject
+from pipeline.fitting.multiview import multiview_inliers
 from pipeline.fitting.optimize import FitSettings, _Problem, fit_subject
 from pipeline.fitting.raster import fill_triangles
 from pipeline.imageio import save_png
@@ -223,7 +224,7 @@ def test_left_right_swaps_are_undone():
     swapped = points.copy()
     swapped[2, legs] = points[2, [12, 11, 14, 13, 16, 15]]
     projections = np.stack([c.K @ np.hstack([c.R, c.t[:, None]]) for c in cams])
-    from pipeline.fitting.cameras import fix_left_right
+    from pipeline.fitting.multiview import fix_left_right
 
     fixed, groups = fix_left_right(swapped, projections, threshold_px=10.0)
     assert groups == [(2, "legs")]
@@ -264,3 +265,22 @@ def test_pytorch3d_silhouette_needs_the_package(model, scene):
     with pytest.raises(PipelineError, match=r"pytorch3d needs fit\.camera: calibrated"):
         _Problem(model, _load(scene["weak"]),
                  FitSettings(camera="weak_perspective", silhouette="pytorch3d"))
+
+
+def test_placement_without_triangulation_uses_rays_and_a_yaw_search(model, scene):
+    from scipy.spatial.transform import Rotation
+
+    from pipeline.fitting.cameras import init_calibrated
+
+    subject = _load(scene["calibrated"])
+    keypoints = np.stack([np.stack([v.keypoints for v in a.views]) for a in subject.actions])
+    keypoints[:, 0, 1::2, 2] = 0.0  # every joint seen in one view only: nothing triangulates
+    keypoints[:, 1, 0::2, 2] = 0.0
+    keypoints[:, 2:, :, 2] = 0.0
+    zero = model.forward(torch.zeros(6), model.neutral_pose()[None], torch.zeros(1, 3),
+                         torch.zeros(1, 3)).keypoints[0].numpy()
+    orient, transl = init_calibrated(subject, keypoints, zero)
+    for a, (_, yaw) in enumerate(ACTIONS.values()):
+        found = Rotation.from_rotvec(orient[a])
+        assert (found.inv() * Rotation.from_euler("z", yaw)).magnitude() < math.radians(25)
+        assert np.linalg.norm(transl[a] - [0.0, 0.0, 0.95]) < 0.15

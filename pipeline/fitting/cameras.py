@@ -7,14 +7,16 @@ Two camera types, both projecting world points of each action into each view's 5
   ``R_v``, a scale ``s`` (pixels per metre) and a translation ``t`` (pixels), all optimised.
 
 Initialisation needs no learned regressor: with calibrated cameras, the shoulders and hips are
-triangulated (confidence-weighted DLT) and the body model's torso is aligned to them (weighted
-Kabsch); with weak-perspective cameras, each view's yaw about the body's vertical axis is
+triangulated (confidence-weighted DLT) and the body model's torso is aligned to them (Kabsch);
+when too few are seen in two views, the body is placed where the keypoint rays meet and turned
+by a yaw search; with weak-perspective cameras, each view's yaw about the body's vertical axis is
 chosen from a 10-degree grid by the 2D fit of the torso and head keypoints, with the scale and
 translation in closed form.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -23,8 +25,10 @@ import torch
 from pipeline.bodymodel import axis_angle_to_matrix
 from pipeline.errors import PipelineError
 from pipeline.fitting.inputs import SubjectInput
+from pipeline.fitting.multiview import triangulate
 from pipeline.skeleton import COCO17
 
+log = logging.getLogger(__name__)
 TORSO = [COCO17.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
 PLACEMENT_FALLBACK = [COCO17.index(n) for n in ("nose", "left_ear", "right_ear", "left_knee",
                                                 "right_knee")]
@@ -79,35 +83,6 @@ class WeakPerspectiveCameras(torch.nn.Module):
                 "camera_trans": self.trans.detach().numpy()}
 
 
-def triangulate(points: np.ndarray, projections: np.ndarray,
-                min_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence-weighted DLT.
-
-    Args:
-        points: (V, J, 3) pixel x, y and confidence per view.
-        projections: (V, 3, 4) camera matrices ``K [R | t]``.
-    Returns:
-        (J, 3) world points and a (J,) bool: seen with ``min_confidence`` in >= 2 views.
-    """
-    n_joints = points.shape[1]
-    out = np.zeros((n_joints, 3))
-    ok = np.zeros(n_joints, dtype=bool)
-    for j in range(n_joints):
-        rows = []
-        for view in range(points.shape[0]):
-            x, y, c = points[view, j]
-            if c >= min_confidence:
-                p = projections[view]
-                rows += [c * (x * p[2] - p[0]), c * (y * p[2] - p[1])]
-        if len(rows) < 4:
-            continue
-        _, _, vt = np.linalg.svd(np.asarray(rows))
-        if abs(vt[-1, 3]) > 1e-12:
-            out[j] = vt[-1, :3] / vt[-1, 3]
-            ok[j] = True
-    return out, ok
-
-
 def kabsch(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotation R (3, 3) and translation t (3,) minimising ``|R source + t - target|``
     over (N, 3) point pairs (N >= 3, not collinear)."""
@@ -141,14 +116,77 @@ def init_calibrated(subject: SubjectInput, keypoints: np.ndarray,
         use[TORSO] = ok[TORSO]
         if use.sum() < 3:  # e.g. hips hidden by clothes: add the head and the knees
             use[PLACEMENT_FALLBACK] = ok[PLACEMENT_FALLBACK]
-        if use.sum() < 3:
-            raise PipelineError(
-                f"{subject.subject}/{action.name}: cannot place the body: fewer than 3 of the "
-                "shoulders, hips, head and knee keypoints are seen in at least 2 views")
-        rotation, translation = kabsch(model_points[use], world[use])
+        if use.sum() >= 3:
+            rotation, translation = kabsch(model_points[use], world[use])
+        else:  # too few triangulated points (few or opposite views): search the yaw instead
+            log.info("%s/%s: too few keypoints seen in two views to triangulate the torso; "
+                     "placing the body by ray intersection and a yaw search", subject.subject,
+                     action.name)
+            rotation, translation = _ray_placement(action.views, points, model_points,
+                                                   f"{subject.subject}/{action.name}")
         orient.append(rotation_to_rotvec(rotation))
         transl.append(translation)
     return np.asarray(orient), np.asarray(transl)
+
+
+def _ray_placement(views: tuple, points: np.ndarray, model_points: np.ndarray,
+                   name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (3, 3) and translation (3,) of the body when triangulation cannot place it.
+
+    "Up" is the mean of the cameras' up directions; the yaw about it is searched on a
+    10-degree grid. For each yaw the translation solving the (linear) DLT equations of the
+    head, torso and knee keypoints (the arms' pose is not known yet) in every view is found by
+    weighted least squares; the yaw with the least reprojection error wins.
+    """
+    confident = points[..., 2] >= 0.3
+    confident[:, [j for j in range(len(COCO17)) if j not in TORSO_HEAD + PLACEMENT_FALLBACK]] = (
+        False)
+    seen = [v for v in range(len(views)) if confident[v].any()]
+    if sum(int(confident[v].sum()) for v in seen) < 2:
+        raise PipelineError(f"{name}: cannot place the body: fewer than 2 confident head, "
+                            "torso or knee keypoints in all views")
+    projections = {v: views[v].camera.K @ np.hstack([views[v].camera.R,
+                                                     views[v].camera.t[:, None]]) for v in seen}
+    up = np.mean([-views[v].camera.R[1] for v in seen], axis=0)
+    tilt = _rotation_between(np.array([0.0, 0.0, 1.0]), up / np.linalg.norm(up))
+    best = None
+    for angle in np.radians(np.arange(0.0, 360.0, 10.0)):
+        rotation = tilt @ _yaw_matrix(angle)
+        turned = model_points @ rotation.T
+        rows, rhs = [], []
+        for v in seen:
+            p = projections[v]
+            for j in np.flatnonzero(confident[v]):
+                w = points[v, j, 2]
+                for axis in (0, 1):
+                    line = points[v, j, axis] * p[2] - p[axis]
+                    rows.append(w * line[:3])
+                    rhs.append(-w * (line[:3] @ turned[j] + line[3]))
+        translation = np.linalg.lstsq(np.asarray(rows), np.asarray(rhs), rcond=None)[0]
+        error = 0.0
+        for v in seen:
+            pixels, depth = views[v].camera.project(turned + translation)
+            if np.any(depth[confident[v]] <= 0):
+                error = np.inf
+                break
+            error += float((points[v, confident[v], 2] * np.linalg.norm(
+                pixels[confident[v]] - points[v, confident[v], :2], axis=1)).sum())
+        if best is None or error < best[0]:
+            best = (error, rotation, translation)
+    if not np.isfinite(best[0]):
+        raise PipelineError(f"{name}: cannot place the body in front of the cameras")
+    return best[1], best[2]
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, 3) smallest rotation taking unit vector ``a`` to unit vector ``b``."""
+    axis = np.cross(a, b)
+    sin, cos = np.linalg.norm(axis), float(a @ b)
+    if sin < 1e-9:
+        return np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(axis / sin * np.arctan2(sin, cos)).as_matrix()
 
 
 def _yaw_matrix(angle: float) -> np.ndarray:
@@ -195,106 +233,3 @@ def _similarity_fit(source: np.ndarray, target: np.ndarray,
     t = mu_t - s * mu_s
     err = float((w * ((s * source + t - target) ** 2).sum(1)).sum())
     return s, t, err
-
-
-def multiview_inliers(points: np.ndarray, projections: np.ndarray, threshold_px: float,
-                      min_confidence: float = 0.2) -> np.ndarray:
-    """Which 2D keypoints agree across calibrated views (RANSAC over view pairs).
-
-    For each joint, every pair of confident views is triangulated; the pair whose point
-    reprojects within ``threshold_px`` into the most views wins, and the observations within
-    the threshold of the point triangulated from those inliers are kept; when no two views
-    agree, none is. Joints seen in fewer than 3 views are kept as they are (nothing to vote
-    with).
-
-    Args:
-        points: (V, J, 3) pixel x, y and confidence per view.
-        projections: (V, 3, 4) camera matrices.
-    Returns:
-        (V, J) bool: True for observations to keep (and for missing ones, which weigh 0 anyway).
-    """
-    n_views, n_joints, _ = points.shape
-    keep = np.ones((n_views, n_joints), dtype=bool)
-    for j in range(n_joints):
-        seen = np.nonzero(points[:, j, 2] >= min_confidence)[0]
-        if len(seen) < 3:
-            continue
-        best: np.ndarray | None = None
-        for i, a in enumerate(seen):
-            for b in seen[i + 1:]:
-                pair = np.zeros((n_views, 1, 3))
-                pair[[a, b], 0] = points[[a, b], j]
-                world, ok = triangulate(pair, projections, min_confidence)
-                if not ok[0]:
-                    continue
-                inliers = _reprojection_error(world[0], points[seen, j, :2],
-                                              projections[seen]) < threshold_px
-                if best is None or inliers.sum() > best.sum():
-                    best = inliers
-        if best is None or best.sum() < 2:  # no two views agree: nothing can be trusted
-            keep[seen, j] = False
-            continue
-        subset = np.zeros((n_views, 1, 3))
-        subset[seen[best], 0] = points[seen[best], j]
-        world, ok = triangulate(subset, projections, min_confidence)
-        if ok[0]:
-            error = _reprojection_error(world[0], points[seen, j, :2], projections[seen])
-            keep[seen, j] = error < threshold_px
-    return keep
-
-
-def _reprojection_error(point: np.ndarray, pixels: np.ndarray,
-                        projections: np.ndarray) -> np.ndarray:
-    """(V,) pixel distance of the projections of world ``point`` (3,) to ``pixels`` (V, 2)."""
-    h = projections @ np.append(point, 1.0)
-    depth = h[:, 2]
-    uv = h[:, :2] / np.where(np.abs(depth) < 1e-9, 1e-9, depth)[:, None]
-    error = np.linalg.norm(uv - pixels, axis=1)
-    return np.where(depth > 0, error, np.inf)
-
-
-_GROUPS = {"face": ("eye", "ear"), "arms": ("shoulder", "elbow", "wrist"),
-           "legs": ("hip", "knee", "ankle")}
-
-
-def _pairs(parts: tuple[str, ...]) -> list[tuple[int, int]]:
-    return [(COCO17.index(f"left_{p}"), COCO17.index(f"right_{p}")) for p in parts]
-
-
-def fix_left_right(points: np.ndarray, projections: np.ndarray, threshold_px: float,
-                   min_confidence: float = 0.2) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Undo per-view left/right swaps of the face, arms or legs (a frequent 2D detector error
-    in views from behind) by voting against the other views.
-
-    Each joint is triangulated from its multi-view inliers; in each view, a group whose
-    swapped labels reproject at less than half the error of its own labels is swapped back.
-
-    Args:
-        points: (V, J, 3) pixel x, y and confidence per view; projections: (V, 3, 4).
-    Returns:
-        The corrected (V, J, 3) points and the list of (view index, group) swapped.
-    """
-    keep = multiview_inliers(points, projections, threshold_px, min_confidence)
-    world, ok = triangulate(points * keep[..., None], projections, min_confidence)
-    cap = 4.0 * threshold_px
-    fixed = points.copy()
-    swapped = []
-    for view in range(points.shape[0]):
-        for group, parts in _GROUPS.items():
-            own = swap = 0.0
-            counted = 0
-            for left, right in _pairs(parts):
-                for joint, other in ((left, right), (right, left)):
-                    if ok[joint] and points[view, other, 2] >= min_confidence and (
-                            points[view, joint, 2] >= min_confidence):
-                        pixels = points[view, [joint, other], :2]
-                        errors = _reprojection_error(world[joint], pixels,
-                                                     projections[[view, view]])
-                        own += min(errors[0], cap)
-                        swap += min(errors[1], cap)
-                        counted += 1
-            if counted >= 2 and swap < 0.5 * own and own > counted * threshold_px:
-                for left, right in _pairs(parts):
-                    fixed[view, [left, right]] = points[view, [right, left]]
-                swapped.append((view, group))
-    return fixed, swapped

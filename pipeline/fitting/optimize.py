@@ -26,6 +26,7 @@ import torch
 from pipeline.bodymodel import BodyModel, BodyOutput
 from pipeline.errors import PipelineError
 from pipeline.fitting import cameras as cams
+from pipeline.fitting import multiview
 from pipeline.fitting.inputs import SubjectInput
 from pipeline.fitting.losses import BuiltinSilhouette, Pytorch3dSilhouette, keypoint_loss
 from pipeline.fitting.raster import fill_triangles, inside_fraction, mask_iou
@@ -106,12 +107,12 @@ def _drop_outliers(subject: SubjectInput, keypoints: np.ndarray, threshold: floa
         n = len(action.views)
         projections = np.stack([v.camera.K @ np.hstack([v.camera.R, v.camera.t[:, None]])
                                 for v in action.views])
-        fixed, swapped = cams.fix_left_right(keypoints[a, :n], projections, threshold)
+        fixed, swapped = multiview.fix_left_right(keypoints[a, :n], projections, threshold)
         for v, group in swapped:
             log.info("%s/%s/%s: left and right %s swapped back (they agree with the other "
                      "views that way)", subject.subject, action.name, action.views[v].name, group)
         keypoints[a, :n] = fixed
-        keep = cams.multiview_inliers(keypoints[a, :n], projections, threshold)
+        keep = multiview.multiview_inliers(keypoints[a, :n], projections, threshold)
         dropped = (~keep) & (keypoints[a, :n, :, 2] > 0)
         keypoints[a, :n, :, 2] *= keep
         for v, view in enumerate(action.views):
