@@ -114,12 +114,13 @@ def measure(path: Path, args: argparse.Namespace) -> list[tuple[str, float]]:
     in_memory = rate(lambda i: _to_tensors(images, alphas, False), max(50, n // 4))
     rows = [("baseline: h5 read of K image+alpha chunks, 1 process", raw),
             ("baseline: in-memory uint8 → float tensors, 1 process", in_memory)]
-    for uint8 in (False, True):
+    for uint8, memory in ((False, False), (True, False), (False, True), (True, True)):
         data = Pixel2ISDFDataset([path], n_views=k, n_points=args.n_points,
-                                 samples_per_subject=n + args.batch_size, uint8_images=uint8)
+                                 samples_per_subject=n + args.batch_size, uint8_images=uint8,
+                                 in_memory=memory)
         for workers in args.workers:
-            label = (f"Pixel2ISDFDataset, {'uint8' if uint8 else 'float'} images, "
-                     f"num_workers={workers}")
+            label = (f"Pixel2ISDFDataset, {'uint8' if uint8 else 'float'} images"
+                     f"{', in_memory' if memory else ''}, num_workers={workers}")
             rows.append((label, loader_rate(data, workers, args.batch_size)))
     return rows
 

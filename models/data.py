@@ -35,14 +35,16 @@ from pipeline.errors import PipelineError
 class _Caches:
     """Per-process lazy handles on the cache files and the small arrays read from them."""
 
-    def __init__(self, paths: Sequence[str | Path]) -> None:
+    def __init__(self, paths: Sequence[str | Path], in_memory: bool = False) -> None:
         self.paths = [Path(p) for p in paths]
+        self.in_memory = in_memory
         self._pid: int | None = None
         self._files: dict[int, h5py.File] = {}
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"paths": self.paths, "_pid": None, "_files": {}, "_arrays": {}}
+        return {"paths": self.paths, "in_memory": self.in_memory, "_pid": None, "_files": {},
+                "_arrays": {}}
 
     def _check_process(self) -> None:
         pid = os.getpid()
@@ -80,6 +82,30 @@ class _Caches:
                 dataset.read_direct(buffer, np.s_[int(r)], np.s_[k])
             out.append(buffer)
         return out[0], out[1]
+
+    def planar(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """All images ``(V, 3, S, S)`` and alphas ``(V, 1, S, S)`` of subject ``s``, uint8,
+        decoded once per process (``in_memory``)."""
+        key = (s, "planar")
+        if key not in self._arrays:
+            images, alphas = self.array(s, "images"), self.array(s, "alphas")
+            self._arrays[key] = (np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
+                                 np.ascontiguousarray(alphas[:, None]))
+            del self._arrays[(s, "images")], self._arrays[(s, "alphas")]
+        return self._arrays[key]
+
+    def tensors(self, s: int, rows: Sequence[int],
+                uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``(T, 3, S, S)`` and alphas ``(T, 1, S, S)`` of ``rows`` as tensors, float32
+        in [0, 1] or uint8 (see :func:`_to_tensors`)."""
+        if not self.in_memory:
+            return _to_tensors(*self.images(s, rows), uint8)
+        images, alphas = self.planar(s)
+        index = np.asarray(rows, dtype=np.int64)
+        if uint8:
+            return torch.from_numpy(images[index]), torch.from_numpy(alphas[index])
+        return (torch.from_numpy(np.multiply(images[index], _SCALE, dtype=np.float32)),
+                torch.from_numpy(np.multiply(alphas[index], _SCALE, dtype=np.float32)))
 
     def close(self) -> None:
         for handle in self._files.values():
@@ -138,13 +164,16 @@ class Pixel2ISDFDataset(Dataset):
         seed: base of every draw. samples_per_subject: items per subject (an epoch's length).
         uint8_images: return ``images``/``alphas`` as uint8 0–255 (convert on the device:
             4× less to copy between processes).
+        in_memory: keep each subject's decoded images in the process (every worker) after its
+            first use: no decompression afterwards, at ~S² × 4 bytes per view per worker.
     """
 
     def __init__(self, paths: Sequence[str | Path], *, n_views: int = 4, n_points: int = 10_000,
-                 seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False) -> None:
+                 seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False,
+                 in_memory: bool = False) -> None:
         if n_views < 1 or n_points < 1 or samples_per_subject < 1:
             raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
-        self.caches = _Caches(paths)
+        self.caches = _Caches(paths, in_memory)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
         self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
@@ -162,7 +191,7 @@ class Pixel2ISDFDataset(Dataset):
         s = i // self.samples_per_subject
         index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
         rows = rng.choice(index.ok_views(), size=self.n_views, replace=False)
-        images, alphas = _to_tensors(*self.caches.images(s, rows), self.uint8_images)
+        images, alphas = self.caches.tensors(s, rows, self.uint8_images)
         actions = index.action_index[rows]
         pool = self.caches.array(s, "sdf/points")
         pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
@@ -217,15 +246,17 @@ class PifuDataset(Dataset):
         temporal: return a window of frames. window: odd frame count (default 3).
         n_points: P points per item. seed: base of every draw.
         uint8_images: return images and alphas as uint8 0–255.
+        in_memory: keep each subject's decoded images in every process after first use.
     """
 
     def __init__(self, paths: Sequence[str | Path], *, temporal: bool = False, window: int = 3,
-                 n_points: int = 5_000, seed: int = 0, uint8_images: bool = False) -> None:
+                 n_points: int = 5_000, seed: int = 0, uint8_images: bool = False,
+                 in_memory: bool = False) -> None:
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be an odd number >= 1, got {window}")
         if n_points < 1:
             raise ValueError("n_points must be >= 1")
-        self.caches = _Caches(paths)
+        self.caches = _Caches(paths, in_memory)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.temporal, self.window, self.n_points, self.seed = temporal, window, n_points, seed
         self.uint8_images = uint8_images
@@ -247,7 +278,7 @@ class PifuDataset(Dataset):
         s, row = self.items[i]
         index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
         rows = np.asarray(temporal_rows(index, row, self.window) if self.temporal else [row])
-        images, alphas = _to_tensors(*self.caches.images(s, rows), self.uint8_images)
+        images, alphas = self.caches.tensors(s, rows, self.uint8_images)
         cameras = _cameras(self.caches, s, index, rows)
         action = str(index.actions[index.action_index[row]])
         pool = self.caches.array(s, f"pifu/{action}/points")

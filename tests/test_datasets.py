@@ -146,3 +146,12 @@ def test_workers_give_the_same_batches(caches: list[Path], kind: str) -> None:
     parallel = list(DataLoader(data, batch_size=3, num_workers=2))
     assert len(serial) == len(parallel) == -(-len(data) // 3)
     assert all(equal(x, y) for x, y in zip(serial, parallel, strict=True))
+
+
+def test_in_memory_images_give_the_same_items(caches: list[Path]) -> None:
+    streamed = Pixel2ISDFDataset(caches, n_points=64, seed=4, samples_per_subject=3)
+    kept = Pixel2ISDFDataset(caches, n_points=64, seed=4, samples_per_subject=3, in_memory=True)
+    assert all(equal(streamed[i], kept[i]) for i in range(len(streamed)))
+    parallel = list(DataLoader(kept, batch_size=2, num_workers=2))
+    serial = list(DataLoader(streamed, batch_size=2, num_workers=0))
+    assert all(equal(x, y) for x, y in zip(serial, parallel, strict=True))

@@ -76,3 +76,17 @@ def test_write_json_refuses_nan_and_read_json_names_file(tmp_path):
     bad.write_text("{nope")
     with pytest.raises(PipelineError, match=r"bad\.json is not valid JSON"):
         read_json(bad)
+
+
+def test_atomic_files_get_the_umask_mode(tmp_path):
+    import os
+
+    from pipeline.io import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
