@@ -95,7 +95,9 @@ def fit_variant(config: dict[str, Any], variant: str, subject: str) -> tuple[Pat
     return path, inputs / "crop"
 
 
-def _similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source`` (N, 3) moved by the similarity (rotation, uniform scale, translation) that
+    best matches ``target`` (N, 3): Procrustes with scale, for weak-perspective fits."""
     rotation, _ = kabsch(source, target)
     centred = (source - source.mean(0)) @ rotation.T
     scale = (centred * (target - target.mean(0))).sum() / (centred ** 2).sum()
@@ -114,7 +116,7 @@ def score_subject(fit_path: Path, crops: Path, truth: Path, subject: str) -> lis
         body = trimesh.load(action_truth / "body.ply", process=False)
         fitted = data["posed_vertices"][a].astype(np.float64)
         if not calibrated:
-            fitted = _similarity(fitted, body.vertices)
+            fitted = similarity_align(fitted, body.vertices)
         pve = float(np.linalg.norm(fitted - body.vertices, axis=1).mean() * 100)
         truth_3d = np.asarray(read_json(action_truth / "body.json")["keypoints_coco17_3d"])
         crop_views = read_json(crops / subject / str(action) / CROP_FILE)["views"]

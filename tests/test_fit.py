@@ -16,7 +16,7 @@ from pipeline.bodymodel.anny_model import AnnyBodyModel
 from pipeline.camera import look_at
 from pipeline.errors import PipelineError
 from pipeline.fit import fit_to_files
-from pipeline.fitting.cameras import kabsch
+from pipeline.fit_quality import similarity_align
 from pipeline.fitting.inputs import load_subject
 from pipeline.fitting.multiview import multiview_inliers
 from pipeline.fitting.optimize import FitSettings, _Problem, fit_subject
@@ -95,10 +95,7 @@ def _load(paths: dict):
 
 def _pve_cm(fitted: np.ndarray, truth: np.ndarray, align: bool = False) -> float:
     if align:  # similarity (Procrustes with scale): weak perspective leaves the size free
-        rotation, _ = kabsch(fitted, truth)
-        centred = (fitted - fitted.mean(0)) @ rotation.T
-        scale = (centred * (truth - truth.mean(0))).sum() / (centred ** 2).sum()
-        fitted = scale * centred + truth.mean(0)
+        fitted = similarity_align(fitted, truth)
     return float(np.linalg.norm(fitted - truth, axis=-1).mean() * 100)
 
 

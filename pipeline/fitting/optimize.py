@@ -272,29 +272,32 @@ def fit_subject(model: BodyModel, subject: SubjectInput, settings: FitSettings) 
     bar = progress(sum(n for _, n in stages) + refine, f"fit {subject.subject}")
     for stage, n_iterations in stages:
         _run_stage(problem, stage, n_iterations, history, bar)
-    flagged = problem.valid.numpy() & ~_measure_views(problem)[2]
+    measured = _measure_views(problem)
+    flagged = problem.valid.numpy() & ~measured[2]
     if refine and flagged.any():
         log.info("%s: refitting without the views flagged so far: %s", subject.subject,
                  ", ".join(f"{subject.actions[a].name}/{subject.actions[a].views[v].name}"
                            for a, v in zip(*np.nonzero(flagged), strict=True)))
         problem.active = torch.as_tensor(problem.valid.numpy() & ~flagged)
         _run_stage(problem, "refine", refine, history, bar)
+        measured = _measure_views(problem)  # the bodies moved: check every view again
     bar.close()
     for name, tensor in (("shape", problem.shape), ("pose", problem.pose),
                          ("orientation", problem.orient), ("translation", problem.transl)):
         if not torch.isfinite(tensor).all():
             raise PipelineError(f"{subject.subject}: the fit diverged: non-finite {name}")
-    return _result(problem, history, flagged)
+    return _result(problem, history, flagged, measured)
 
 
-def _result(problem: _Problem, history: list[dict[str, Any]],
-            flagged: np.ndarray) -> FitResult:
-    """The fit's arrays, with every view checked once more (a view flagged before the refit
-    stays flagged)."""
+def _result(problem: _Problem, history: list[dict[str, Any]], flagged: np.ndarray,
+            measured: tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray],
+            ) -> FitResult:
+    """The fit's arrays from the final measurement of the views (a view flagged before the
+    refit stays flagged)."""
     with torch.no_grad():
         canonical = problem.model.canonical(problem.shape)
-    out, metrics, view_ok = _measure_views(problem)
-    view_ok &= ~flagged
+    out, metrics, view_ok = measured
+    view_ok = view_ok & ~flagged
     _enforce(problem, metrics, view_ok)
     pixels, keypoints_px = out["pixels"], out["keypoints_px"]
     return FitResult(
