@@ -19,7 +19,7 @@ $(VENV)/.installed-mmdet: $(VENV)/.installed
 	$(BIN)/python -m pip install "setuptools>=77,<81" wheel ninja
 	MMCV_WITH_OPS=1 MAX_JOBS=2 $(BIN)/python -m pip install --no-build-isolation \
 		-c constraints-mmdet.txt mmcv==2.1.0
-	$(BIN)/python -m pip install -c constraints-mmdet.txt -e ".[dev,mmdet,smplx]"
+	$(BIN)/python -m pip install -c constraints-mmdet.txt -e ".[dev,mmdet,smplx,spconv]"
 	touch $@
 
 $(VENV)/.installed: pyproject.toml
@@ -32,7 +32,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-# The whole test suite, including the end-to-end Snakemake and SLURM runs and the mmdet backend.
+# The whole test suite, including the end-to-end Snakemake and SLURM runs, the mmdet backend
+# and the spconv sparse-convolution backend.
 test: setup-mmdet
 	$(BIN)/python -m pytest
 

@@ -20,6 +20,7 @@ include: "rules/keypoints.smk"
 include: "rules/overlay.smk"
 include: "rules/fit.smk"
 include: "rules/cache.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -83,6 +83,22 @@ class _Caches:
             out.append(buffer)
         return out[0], out[1]
 
+    def normals(self, s: int, rows: Sequence[int]) -> torch.Tensor:
+        """``(T, 3, S, S)`` uint8 truth normal maps of ``rows`` (``oracle/normals``, encoded
+        ``(n + 1) / 2 · 255``, 0 off the person), or a PipelineError when the cache has none."""
+        handle = self.file(s)
+        if "oracle/normals" not in handle:
+            raise PipelineError(
+                f"cache file {self.paths[s]} has no truth normal maps (oracle/normals: "
+                f"{handle.attrs.get('oracle_normals', 'absent')}); the normal network trains "
+                "on them and the oracle_normal input reads them: rebuild the cache with "
+                "cache.oracle_normals: true from a data set whose truth has <view>_normal.png")
+        dataset = handle["oracle/normals"]
+        buffer = np.empty((len(rows), *dataset.shape[1:]), dtype=np.uint8)
+        for k, r in enumerate(rows):
+            dataset.read_direct(buffer, np.s_[int(r)], np.s_[k])
+        return torch.from_numpy(np.ascontiguousarray(buffer.transpose(0, 3, 1, 2)))
+
     def planar(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """All images ``(V, 3, S, S)`` and alphas ``(V, 1, S, S)`` of subject ``s``, uint8,
         decoded once per process (``in_memory``)."""
@@ -154,7 +170,8 @@ class Pixel2ISDFDataset(Dataset):
     * ``canonical_vertices`` (N, 3);
     * ``points`` (P, 3) canonical-space samples and ``sdf`` (P,) their signed distance to the
       truth clothed surface (negative inside), drawn from the cache's ``sdf`` pool;
-    * ``view_index``, ``action_index`` (K,) int64 rows in the cache; ``subject_index`` ().
+    * ``view_index``, ``action_index`` (K,) int64 rows in the cache; ``subject_index`` ();
+    * with ``with_normals``: ``normals`` (K, 3, S, S) uint8 truth normal maps (oracle input).
 
     The K views are drawn without replacement among all ``view_ok`` views of all actions.
 
@@ -170,14 +187,17 @@ class Pixel2ISDFDataset(Dataset):
 
     def __init__(self, paths: Sequence[str | Path], *, n_views: int = 4, n_points: int = 10_000,
                  seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False,
-                 in_memory: bool = False) -> None:
+                 in_memory: bool = False, with_normals: bool = False) -> None:
         if n_views < 1 or n_points < 1 or samples_per_subject < 1:
             raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
         self.caches = _Caches(paths, in_memory)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
         self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
-        for index in self.indexes:
+        self.with_normals = with_normals
+        for s, index in enumerate(self.indexes):
+            if with_normals and not index.has_oracle_normals:
+                self.caches.normals(s, [])  # raises, naming the file
             if len(index.ok_views()) < n_views:
                 raise PipelineError(f"cache file {index.path}: {len(index.ok_views())} views "
                                     f"passed the fit's checks, fewer than n_views={n_views}")
@@ -195,7 +215,9 @@ class Pixel2ISDFDataset(Dataset):
         actions = index.action_index[rows]
         pool = self.caches.array(s, "sdf/points")
         pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
+        extra = {"normals": self.caches.normals(s, rows)} if self.with_normals else {}
         return {
+            **extra,
             "images": images, "alphas": alphas, **_cameras(self.caches, s, index, rows),
             "posed_vertices": torch.from_numpy(self.caches.array(s, "posed_vertices")[actions]),
             "canonical_vertices": torch.from_numpy(
@@ -206,6 +228,45 @@ class Pixel2ISDFDataset(Dataset):
             "action_index": torch.from_numpy(actions.astype(np.int64)),
             "subject_index": torch.tensor(s, dtype=torch.int64),
         }
+
+
+class ViewDataset(Dataset):
+    """Single views with their truth normal maps: the normal network's training data.
+
+    One item per ``view_ok`` view of every subject: ``images`` (3, S, S) and ``alphas``
+    (1, S, S) as in the other datasets, ``normals`` (3, S, S) uint8 cache-encoded truth
+    normals, ``subject_index``, ``view_index``. Deterministic (no random draw at all).
+
+    Raises:
+        PipelineError: a cache without truth normal maps (naming the file and the fix).
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, uint8_images: bool = False,
+                 in_memory: bool = False) -> None:
+        self.caches = _Caches(paths, in_memory)
+        self.indexes = [load_index(p) for p in self.caches.paths]
+        self.uint8_images = uint8_images
+        for s, index in enumerate(self.indexes):
+            if not index.has_oracle_normals:
+                self.caches.normals(s, [])  # raises, naming the file
+        self.items = [(s, int(r)) for s, index in enumerate(self.indexes)
+                      for r in index.ok_views()]
+        if not self.items:
+            raise PipelineError("no view passed the fit's checks in " + ", ".join(
+                map(str, self.caches.paths)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        s, row = self.items[i]
+        images, alphas = self.caches.tensors(s, [row], self.uint8_images)
+        return {"images": images[0], "alphas": alphas[0],
+                "normals": self.caches.normals(s, [row])[0],
+                "subject_index": torch.tensor(s, dtype=torch.int64),
+                "view_index": torch.tensor(row, dtype=torch.int64)}
 
 
 def temporal_rows(index: CacheIndex, row: int, window: int) -> list[int]:

@@ -55,6 +55,10 @@ STAGES: dict[str, Stage] = {
                  "fit the body model to every action and view of a subject"),
     "cache": Stage("pipeline.cache:run", "cache",
                    "write a subject's HDF5 training cache (views, body fit, SDF/PIFu targets)"),
+    "train-normal": Stage("pipeline.train:run_normal", "train_normal",
+                          "train the normal network on the caches' truth normal maps"),
+    "train": Stage("pipeline.train:run", "train",
+                   "train Pixel2ISDF on the caches (checkpoints, resume, torchrun DDP)"),
 }
 
 _SCALARS = {str: str, int: int, float: float, Path: Path}
@@ -69,13 +73,17 @@ def _add_function_options(parser: argparse.ArgumentParser, func: Callable[..., A
             raise TypeError(f"{func.__qualname__}: argument {name!r} must be keyword-only")
         flag = "--" + name.replace("_", "-")
         hint = hints[name]
+        optional = [a for a in typing.get_args(hint) if a is not type(None)]
+        if type(None) in typing.get_args(hint) and len(optional) == 1:
+            hint = optional[0]  # `X | None = None`: an optional option of type X
         required = param.default is inspect.Parameter.empty
         default = None if required else param.default
         if hint is bool:
             parser.add_argument(flag, action="store_true", default=bool(default))
-        elif typing.get_origin(hint) is list:
+        elif typing.get_origin(hint) in (list, Sequence):
             (item,) = typing.get_args(hint)
-            parser.add_argument(flag, type=_SCALARS[item], nargs="+", required=required,
+            parser.add_argument(flag, type=_SCALARS[item], nargs="+" if required else "*",
+                                required=required,
                                 default=default, metavar=name.upper())
         else:
             parser.add_argument(flag, type=_SCALARS[hint], required=required, default=default,

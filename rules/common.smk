@@ -10,8 +10,27 @@ TRUTH = DATA / "truth"
 RESULTS = Path(config["results"]) / DATASET
 LOGS = Path("logs") / DATASET
 SYNTHETIC = config["synthesize"]["enabled"]
-STAGE_ORDER = ["ingest", "detect", "mask", "keypoints", "overlay", "fit", "cache"]
+STAGE_ORDER = [
+    "ingest",
+    "detect",
+    "mask",
+    "keypoints",
+    "overlay",
+    "fit",
+    "cache",
+    "train_normal",
+    "train",
+]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
+TEST_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["test_subjects"]]
+TRAIN_SUBJECTS = [s for s in SUBJECTS if s not in TEST_SUBJECTS]
+NORMAL_INPUTS = ("normal", "image_normal")
+
+if STOP_AFTER >= STAGE_ORDER.index("train_normal") and not TRAIN_SUBJECTS:
+    raise ValueError(
+        f"no training subject: every subject of data.subjects {SUBJECTS} is in "
+        "data.test_subjects; leave at least one out, or set stop_after: cache"
+    )
 
 
 wildcard_constraints:
@@ -26,6 +45,23 @@ def stage_params(section):
     what depends on it) only. Mirrors pipeline.config.stage_params.
     """
     return json.dumps({"seed": config["seed"], **config[section]}, sort_keys=True)
+
+
+def gpus_of(section):
+    """GPUs for a training job (1 when its device is cuda, else 0; auto asks for none)."""
+    return 1 if config[section]["run"]["device"] == "cuda" else 0
+
+
+def train_inputs(wildcards):
+    """The caches of the training and test subjects, plus the normal network's checkpoint
+    when the model's input uses predicted normals."""
+    inputs = {
+        "train": expand(RESULTS / "cache" / "{subject}.h5", subject=TRAIN_SUBJECTS),
+        "test": expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+    }
+    if config["train"]["model"]["input"] in NORMAL_INPUTS:
+        inputs["normal"] = RESULTS / "train" / "normal_net" / "checkpoint.pt"
+    return inputs
 
 
 def actions_of(subject):
@@ -58,4 +94,8 @@ def all_targets(wildcards):
         targets += expand(RESULTS / "fit" / "{subject}.npz", subject=SUBJECTS)
     if STOP_AFTER >= STAGE_ORDER.index("cache"):
         targets += expand(RESULTS / "cache" / "{subject}.h5", subject=SUBJECTS)
+    if STOP_AFTER == STAGE_ORDER.index("train_normal"):
+        targets.append(RESULTS / "train" / "normal_net" / "checkpoint.pt")
+    if STOP_AFTER >= STAGE_ORDER.index("train"):
+        targets.append(RESULTS / "train" / "pixel2isdf" / "checkpoint.pt")
     return targets

@@ -88,7 +88,19 @@ def _synthetic_config(**ingest):
         "synthesize": {"enabled": True, "n_actions": 1, "n_views": 2, "width": 128,
                        "height": 96, "voxel_size": 0.02},
         "ingest": {"min_views": 2, **ingest},
+        "train_normal": {"model": {"ngf": 4, "n_downsample": 2, "n_blocks": 1, "input_size": 32},
+                         "run": TINY_RUN},
+        "train": {"model": {"input": "normal", "input_size": 64, "feature_channels": 4,
+                            "geometry_width": 0.125, "fusion_hidden": 8, "latent_dim": 4,
+                            "volume_resolution": 32, "diffusion_width": 0.25,
+                            "head_hidden": 16, "head_layers": 2, "head_skip": None,
+                            "n_freqs": 2},
+                  "n_views": 2, "n_points": 64, "run": TINY_RUN},
     }
+
+
+TINY_RUN = {"steps": 2, "batch_size": 2, "lr": 0.001, "device": "cpu", "threads": 1,
+            "checkpoint_every": 1, "log_every": 1, "val_every": 2, "image_every": 2}
 
 
 def test_synthetic_default_chain_and_rerun_scope(tmp_path):
@@ -110,13 +122,24 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert (tmp_path / "logs/syn/fit/s000.log").exists()
     with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
         assert cache["sdf/points"].shape == (2000, 3)
+    for model in ("normal_net", "pixel2isdf"):
+        summary = json.loads((tmp_path / f"results/syn/train/{model}/train.json").read_text())
+        assert summary["steps"] == 2 and summary["train_subjects"] == ["s000"]
+        assert (tmp_path / f"results/syn/train/{model}/checkpoint.pt").exists()
+    assert "100%" in (tmp_path / "logs/syn/train.log").read_text()  # the progress bar
 
     # A mask parameter changes: mask and overlay rerun, nothing upstream.
     config = _synthetic_config()
     config["mask"]["band"] = 3
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "all": 1}
+        "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1, "all": 1}
+
+    # A training parameter changes: only Pixel2ISDF retrains.
+    config = _synthetic_config()
+    config["train"]["n_points"] = 32
+    write_config(tmp_path, config)
+    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {"train": 1, "all": 1}
 
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))

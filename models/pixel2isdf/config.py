@@ -1,0 +1,88 @@
+"""Plain configuration records of the Pixel2ISDF networks (built from the run config's
+``model`` sections; stored inside every checkpoint so that a checkpoint rebuilds its own
+network)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+INPUTS = ("normal", "image", "image_normal", "oracle_normal")
+"""What the geometry network sees: the predicted normal map (the method), the masked image
+(the "w/o normal map" ablation), both, or the truth normal map (an oracle ablation)."""
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys (a typo is an error)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown}")
+    return cls(**dict(values))
+
+
+@dataclass(frozen=True)
+class NormalNetConfig:
+    """The normal network (pix2pixHD global generator, PIFuHD's sizes by default).
+
+    ``input_size``: side the crops are resized to before the network (512 = the crop).
+    """
+
+    ngf: int = 64
+    n_downsample: int = 4
+    n_blocks: int = 9
+    norm: str = "instance"
+    input_size: int = 512
+
+
+@dataclass(frozen=True)
+class Pixel2ISDFConfig:
+    """Every size of the Pixel2ISDF network (paper values by default, report §4.4).
+
+    Attributes:
+        input: see ``INPUTS``. input_size: side the crops are resized to.
+        feature_channels: C of the geometry network's feature map.
+        geometry_width: ResNet-34 width factor (1 = 64/128/256/512).
+        pretrained_resnet: optional torchvision ResNet-34 state dict file for the encoder.
+        fusion_hidden: width of the fusion MLPs. latent_dim: d of the vertex codes.
+        volume_resolution: grid points per side of the latent volume (224 in the paper).
+        volume_padding: the cube's margin around the canonical body, as a fraction of the
+            body's largest extent on each side.
+        diffusion_width: factor on NeuralBody's SparseConvNet widths (16…128).
+        sparse_backend: ``auto``, ``torch`` or ``spconv``.
+        head_hidden, head_layers, head_skip, n_freqs: the SDF MLP.
+        init_radius: radius of the initial SDF sphere, fraction of the cube's half side.
+    """
+
+    input: str = "normal"
+    input_size: int = 512
+    feature_channels: int = 64
+    geometry_width: float = 1.0
+    pretrained_resnet: str | None = None
+    fusion_hidden: int = 128
+    latent_dim: int = 64
+    volume_resolution: int = 224
+    volume_padding: float = 0.05
+    diffusion_width: float = 1.0
+    sparse_backend: str = "auto"
+    head_hidden: int = 256
+    head_layers: int = 8
+    head_skip: int | None = 4
+    n_freqs: int = 6
+    init_radius: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ValueError(f"model.input must be one of {INPUTS}, got {self.input!r}")
+
+    @property
+    def geometry_in_channels(self) -> int:
+        return 6 if self.input == "image_normal" else 3
+
+    @property
+    def uses_normal_net(self) -> bool:
+        return self.input in ("normal", "image_normal")

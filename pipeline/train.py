@@ -1,0 +1,94 @@
+"""Training stages: ``train-normal`` (the normal network) and ``train`` (Pixel2ISDF).
+
+Both read the per-subject caches (``cache/<subject>.h5``): the training subjects' for the
+draws, the test subjects' for the validation loss. The loop, checkpoints, resume, DDP and
+logging are :mod:`pipeline.training.trainer`'s; the methods are in
+:mod:`pipeline.training.tasks`. Outputs go to one folder per model
+(``train/<model>/checkpoint.pt``, ``train.json``, ``tensorboard/``, ``last.pt`` while
+running). docs/training.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from pipeline.cache_io import open_cache
+from pipeline.errors import PipelineError
+from pipeline.training.tasks import NormalTask, Pixel2ISDFTask
+from pipeline.training.trainer import RunParams, train
+
+log = logging.getLogger(__name__)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_identity(path: Path) -> dict[str, str]:
+    """What a cache was built from (its parameters' hash and its sources' checksums)."""
+    handle: h5py.File = open_cache(path)
+    with handle:
+        return {"file": path.name, "config_hash": str(handle.attrs.get("config_hash", "")),
+                "sources": str(handle.attrs.get("source_checksums", ""))}
+
+
+def run_hash(params: Mapping[str, Any], caches: Sequence[Path],
+             extra: Sequence[Path] = ()) -> str:
+    """Identity of a training run: its parameters, its caches' identities and the sha256 of
+    any other input file (the normal checkpoint). A resume needs the same hash."""
+    record = {"params": params, "caches": [_cache_identity(p) for p in caches],
+              "files": {p.name: _file_sha256(p) for p in extra}}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _check_subjects(train_caches: Sequence[Path], stage: str) -> None:
+    if not train_caches:
+        raise PipelineError(f"{stage}: no training subject (every subject in data.subjects is "
+                            "also in data.test_subjects); leave at least one out of "
+                            "data.test_subjects")
+
+
+def _meta(params: Mapping[str, Any], train_caches: Sequence[Path],
+          test_caches: Sequence[Path]) -> dict[str, Any]:
+    return {"seed": int(params["seed"]),
+            "train_subjects": [p.stem for p in train_caches],
+            "test_subjects": [p.stem for p in test_caches]}
+
+
+def run_normal(*, train_caches: list[Path], test_caches: Sequence[Path] = (), output: Path,
+               summary: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Train the normal network on the truth normal maps of the training subjects."""
+    _check_subjects(train_caches, "train_normal")
+    test_caches = list(test_caches)
+    task = NormalTask(params, train_caches, test_caches)
+    run = RunParams(**params["run"])
+    return train(task, run, output=output, summary=summary,
+                 config_hash=run_hash(params, train_caches + test_caches),
+                 meta=_meta(params, train_caches, test_caches))
+
+
+def run(*, train_caches: list[Path], test_caches: Sequence[Path] = (),
+        normal: Path | None = None, output: Path, summary: Path,
+        params: dict[str, Any]) -> dict[str, Any]:
+    """Train Pixel2ISDF (with the normal network's checkpoint ``normal`` when its input
+    uses predicted normals)."""
+    _check_subjects(train_caches, "train")
+    test_caches = list(test_caches)
+    task = Pixel2ISDFTask(params, train_caches, test_caches, normal)
+    run_params = RunParams(**params["run"])
+    extra = [normal] if normal is not None and task.cfg.uses_normal_net else []
+    meta = _meta(params, train_caches, test_caches)
+    meta["normal_checkpoint"] = str(normal) if extra else None
+    return train(task, run_params, output=output, summary=summary,
+                 config_hash=run_hash(params, train_caches + test_caches, extra), meta=meta)

@@ -1,0 +1,208 @@
+"""The methods :func:`pipeline.training.trainer.train` knows: the normal network and
+Pixel2ISDF (PIFu joins with its own task). Each builds its network from its config section,
+its datasets from the caches, and says how a batch becomes a loss."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.data import Pixel2ISDFDataset, ViewDataset
+from models.pixel2isdf import get_model, get_normal_net
+from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig, from_mapping
+from models.pixel2isdf.losses import sdf_gradient, sdf_losses, sign_accuracy
+from models.pixel2isdf.model import as_float_image, resize
+from models.pixel2isdf.normal_net import decode_normals, normal_loss
+from models.timing import SectionTimer
+from pipeline.errors import PipelineError
+from pipeline.training.checkpoint import load_checkpoint, load_state, model_config
+
+
+def _config(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    try:
+        return from_mapping(cls, values)
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"invalid {section}: {exc}") from exc
+
+
+def colour_map(values: np.ndarray, scale: float) -> np.ndarray:
+    """Signed values ``(H, W)`` → ``(H, W, 3)`` uint8: blue inside (< 0), red outside, a
+    black band at the zero level."""
+    x = np.clip(values / scale, -1.0, 1.0)
+    rgb = np.stack([np.where(x > 0, 1.0, 1.0 + x), 1.0 - np.abs(x), np.where(x < 0, 1.0, 1.0 - x)],
+                   axis=-1)
+    rgb[np.abs(values) < scale * 0.03] = 0.0
+    return (rgb * 255).round().astype(np.uint8)
+
+
+class NormalTask:
+    """The normal network, trained on the cache's truth normal maps (L1 + (1 − cos))."""
+
+    kind = "normal_net"
+
+    def __init__(self, params: Mapping[str, Any], train_paths: Sequence[Path],
+                 test_paths: Sequence[Path]) -> None:
+        self.cfg: NormalNetConfig = _config(NormalNetConfig, params["model"],
+                                            "train_normal.model")
+        self.seed = int(params["seed"])
+        self.train_set = ViewDataset(train_paths, uint8_images=True)
+        self.val_set = ViewDataset(test_paths, uint8_images=True) if test_paths else None
+
+    def build(self) -> nn.Module:
+        return get_normal_net(self.model_config())
+
+    def model_config(self) -> dict[str, Any]:
+        return dict(self.cfg.__dict__)
+
+    def draw(self, step: int, batch_size: int) -> list[int]:
+        """A fresh permutation of the views every epoch (seeded by the epoch)."""
+        n, out = len(self.train_set), []
+        for g in range(step * batch_size, (step + 1) * batch_size):
+            order = np.random.default_rng((self.seed, g // n)).permutation(n)
+            out.append(int(order[g % n]))
+        return out
+
+    def _predict(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[
+            torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = self.cfg.input_size
+        image = resize(as_float_image(batch["images"]), size)
+        alpha = resize(as_float_image(batch["alphas"]), size)
+        target = F.interpolate(decode_normals(batch["normals"]), size=(size, size),
+                               mode="nearest")
+        mask = (alpha > 0.5) & (target.abs().sum(dim=1, keepdim=True) > 0)
+        return model(image, alpha), target, mask
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             timer: SectionTimer) -> dict[str, torch.Tensor]:
+        with timer("normal_net"):
+            pred, target, mask = self._predict(model, batch)
+        with timer("loss"):
+            return normal_loss(pred.float(), target, mask)
+
+    @torch.no_grad()
+    def metrics(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        pred, target, mask = self._predict(model, batch)
+        terms = normal_loss(pred.float(), target, mask)
+        cos = (pred.float() * target).sum(dim=1, keepdim=True).clamp(-1, 1)
+        angle = torch.rad2deg(torch.acos(cos[mask])).mean() if mask.any() else torch.nan
+        return {**{k: float(v) for k, v in terms.items()}, "angle_deg": float(angle)}
+
+    @torch.no_grad()
+    def picture(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Input image | predicted normals | truth normals, side by side."""
+        model.eval()
+        try:
+            pred, target, _ = self._predict(model, batch)
+        finally:
+            model.train()
+        image = resize(as_float_image(batch["images"]), self.cfg.input_size)[0]
+        tiles = [image, (pred[0].float() + 1) / 2 * (pred[0].abs().sum(0) > 0),
+                 (target[0] + 1) / 2 * (target[0].abs().sum(0) > 0)]
+        row = torch.cat([t.clamp(0, 1).permute(1, 2, 0) for t in tiles], dim=1)
+        return (row.cpu().numpy() * 255).round().astype(np.uint8)
+
+
+class Pixel2ISDFTask:
+    """Pixel2ISDF: K views across all actions of a subject, N SDF samples per draw,
+    truncated L2 + λ Eikonal."""
+
+    kind = "pixel2isdf"
+
+    def __init__(self, params: Mapping[str, Any], train_paths: Sequence[Path],
+                 test_paths: Sequence[Path], normal_checkpoint: Path | None) -> None:
+        self.cfg: Pixel2ISDFConfig = _config(Pixel2ISDFConfig, params["model"], "train.model")
+        self.seed, self.params = int(params["seed"]), params
+        self.freeze_normal = not params["finetune_normal"]
+        self.normal_state: dict[str, torch.Tensor] | None = None
+        self.normal_cfg: dict[str, Any] | None = None
+        self.normal_checkpoint = normal_checkpoint
+        if self.cfg.uses_normal_net:
+            if normal_checkpoint is None:
+                raise PipelineError(f"train.model.input {self.cfg.input!r} needs the normal "
+                                    "network's checkpoint (the train_normal rule's output)")
+            data = load_checkpoint(normal_checkpoint, kind="normal_net")
+            self.normal_cfg = model_config(data, normal_checkpoint)
+            self.normal_state = data["model"]
+        run = params["run"]
+        oracle = self.cfg.input == "oracle_normal"
+        self.n_subjects = len(train_paths)
+        self.samples = run["steps"] * run["batch_size"]
+        common = {"n_views": params["n_views"], "n_points": params["n_points"],
+                  "uint8_images": True, "with_normals": oracle}
+        self.train_set = Pixel2ISDFDataset(train_paths, seed=self.seed,
+                                           samples_per_subject=max(1, self.samples), **common)
+        self.val_set = None
+        if test_paths:
+            per = max(1, -(-run["val_batches"] * run["batch_size"] // len(test_paths)))
+            self.val_set = Pixel2ISDFDataset(test_paths, seed=self.seed + 1,
+                                             samples_per_subject=per, **common)
+        loss = params["loss"]
+        self.delta, self.eikonal_weight = float(loss["delta"]), float(loss["eikonal_weight"])
+        self.band = float(loss["sign_band"])
+
+    def build(self) -> nn.Module:
+        model = get_model(self.cfg.__dict__, self.normal_cfg, self.freeze_normal)
+        if model.normal_net is not None:
+            assert self.normal_state is not None and self.normal_checkpoint is not None
+            load_state(model.normal_net, self.normal_state, self.normal_checkpoint,
+                       "normal network")
+        return model
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model": dict(self.cfg.__dict__), "normal": self.normal_cfg,
+                "freeze_normal": self.freeze_normal}
+
+    def draw(self, step: int, batch_size: int) -> list[int]:
+        """Subjects in turn; item ``subject · samples + g`` for global sample g."""
+        out = []
+        for g in range(step * batch_size, (step + 1) * batch_size):
+            out.append((g % self.n_subjects) * max(1, self.samples) + g % max(1, self.samples))
+        return out
+
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k not in ("points", "sdf")}
+        return inputs, batch["points"].float().requires_grad_(True), batch["sdf"].float()
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             timer: SectionTimer) -> dict[str, torch.Tensor]:
+        inputs, points, target = self._inputs(batch)
+        pred = model(inputs, points)
+        with timer("sdf_head_loss"):
+            terms = sdf_losses(pred.float(), target, points, delta=self.delta,
+                               eikonal_weight=self.eikonal_weight)
+        return terms
+
+    def metrics(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        inputs, points, target = self._inputs(batch)
+        with torch.enable_grad():
+            pred = model(inputs, points).float()
+            grad = sdf_gradient(pred, points)
+        terms = sdf_losses(pred, target, points, delta=self.delta,
+                           eikonal_weight=self.eikonal_weight)
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["sign_acc_near"] = float(sign_accuracy(pred.detach(), target, self.band))
+        out["grad_norm_mean"] = float(grad.detach().norm(dim=-1).mean())
+        return out
+
+    @torch.no_grad()
+    def picture(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                size: int = 128) -> np.ndarray:
+        """The predicted SDF on the vertical plane through the cube centre (x right, z up)."""
+        model.eval()
+        try:
+            inputs, _, _ = self._inputs({k: v[:1] for k, v in batch.items()})
+            volume = model.encode(inputs)
+            c, h = volume.centre[0], volume.half[0]
+            lin = torch.linspace(-1, 1, size, device=c.device)
+            zz, xx = torch.meshgrid(-lin, lin, indexing="ij")
+            plane = torch.stack([c[0] + h * xx, c[1].expand_as(xx), c[2] + h * zz], dim=-1)
+            sdf = model.query(volume, plane.reshape(1, -1, 3)).reshape(size, size)
+        finally:
+            model.train()
+        return colour_map(sdf.float().cpu().numpy(), 2 * self.delta)

@@ -1,0 +1,53 @@
+# Training: the normal network, then Pixel2ISDF, on the training subjects' caches.
+
+
+rule train_normal:
+    input:
+        train=expand(RESULTS / "cache" / "{subject}.h5", subject=TRAIN_SUBJECTS),
+        test=expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+    output:
+        checkpoint=RESULTS / "train" / "normal_net" / "checkpoint.pt",
+        summary=RESULTS / "train" / "normal_net" / "train.json",
+    log:
+        LOGS / "train_normal.log",
+    benchmark:
+        RESULTS / "benchmarks" / "train_normal.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: config["train_normal"]["run"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=gpus_of("train_normal"),
+    params:
+        stage=stage_params("train_normal"),
+    shell:
+        "python -m pipeline train-normal --params {params.stage:q}"
+        " --train-caches {input.train} --test-caches {input.test}"
+        " --output {output.checkpoint} --summary {output.summary} 2> {log}"
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        checkpoint=RESULTS / "train" / "pixel2isdf" / "checkpoint.pt",
+        summary=RESULTS / "train" / "pixel2isdf" / "train.json",
+    log:
+        LOGS / "train.log",
+    benchmark:
+        RESULTS / "benchmarks" / "train.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: config["train"]["run"]["threads"]
+    resources:
+        mem_mb=16000,
+        gpu=gpus_of("train"),
+    params:
+        stage=stage_params("train"),
+        normal=lambda wildcards, input: (
+            f"--normal {input.normal}" if "normal" in input.keys() else ""
+        ),
+    shell:
+        "python -m pipeline train --params {params.stage:q}"
+        " --train-caches {input.train} --test-caches {input.test} {params.normal}"
+        " --output {output.checkpoint} --summary {output.summary} 2> {log}"

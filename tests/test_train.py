@@ -1,0 +1,236 @@
+"""The training stages (pipeline/train.py, pipeline/training/): checkpoints, resume, DDP,
+logging and the bad inputs, on tiny caches made here (tests/cache_fakes.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import validate_config
+from pipeline.errors import PipelineError
+from pipeline.train import run, run_normal
+from pipeline.training.checkpoint import load_checkpoint
+from tests.cache_fakes import build
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_NORMAL = {"model": {"ngf": 4, "n_downsample": 2, "n_blocks": 1, "input_size": 32},
+               "run": {"steps": 4, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2,
+                       "log_every": 1, "val_every": 2, "image_every": 2, "val_batches": 1,
+                       "device": "cpu", "threads": 1}}
+TINY_MODEL = {"input": "image", "input_size": 32, "feature_channels": 4, "geometry_width": 0.125,
+              "fusion_hidden": 8, "latent_dim": 4, "volume_resolution": 32,
+              "diffusion_width": 0.25, "head_hidden": 16, "head_layers": 2, "head_skip": None,
+              "n_freqs": 2, "sparse_backend": "torch"}
+TINY_TRAIN = {"model": TINY_MODEL, "n_views": 2, "n_points": 64,
+              "run": {"steps": 6, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2,
+                      "log_every": 1, "val_every": 3, "image_every": 3, "val_batches": 1,
+                      "device": "cpu", "threads": 1}}
+
+
+def params(section: str, overrides: dict | None = None) -> dict:
+    """Validated stage parameters (schema defaults filled) for a tiny run."""
+    base = TINY_NORMAL if section == "train_normal" else TINY_TRAIN
+    config = validate_config({"seed": 5, section: {**base, **(overrides or {})}})
+    return {"seed": config["seed"], **config[section]}
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """Three tiny subjects (2 actions × 2 views of 64² crops): two to train, one to test."""
+    root = tmp_path_factory.mktemp("train_caches")
+    paths = [build(root / f"s{i}", output=root / "cache" / f"s{i}.h5", seed=i) for i in range(3)]
+    return {"train": paths[:2], "test": paths[2:]}
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_normal_net_trains_and_logs(caches, tmp_path: Path) -> None:
+    out = tmp_path / "normal" / "checkpoint.pt"
+    summary = run_normal(train_caches=caches["train"], test_caches=caches["test"], output=out,
+                         summary=out.parent / "train.json", params=params("train_normal"))
+    data = load_checkpoint(out, kind="normal_net")
+    assert data["step"] == 4 and json.loads(data["model_config"])["ngf"] == 4
+    written = json.loads((out.parent / "train.json").read_text())
+    assert written["train_subjects"] == ["s0", "s1"] and written["test_subjects"] == ["s2"]
+    assert [r["step"] for r in written["history"] if "loss/total" in r] == [1, 2, 3, 4]
+    assert "val/angle_deg" in summary["final_validation"]
+    assert list((out.parent / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (out.parent / "last.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def normal_checkpoint(caches, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("normal") / "checkpoint.pt"
+    run_normal(train_caches=caches["train"], test_caches=[], output=out,
+               summary=out.parent / "train.json", params=params("train_normal"))
+    return out
+
+
+def test_pixel2isdf_trains_with_the_frozen_normal_net(caches, normal_checkpoint,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "p2i" / "checkpoint.pt"
+    p = params("train", {"model": {**TINY_MODEL, "input": "normal"}})
+    summary = run(train_caches=caches["train"], test_caches=caches["test"],
+                  normal=normal_checkpoint, output=out, summary=out.parent / "train.json",
+                  params=p)
+    weights = _weights(out)
+    normal = _weights(normal_checkpoint)
+    for name, value in normal.items():  # frozen: unchanged after training
+        torch.testing.assert_close(weights[f"normal_net.{name}"], value, rtol=0, atol=0)
+    history = summary["history"]
+    assert all(k in summary["mean_seconds"] for k in (
+        "time/normal_net", "time/geometry_net", "time/projection_fusion", "time/diffusion",
+        "time/sdf_head_loss", "time/backward"))
+    logged = {k for r in history for k in r}
+    assert {"loss/sdf", "loss/eikonal", "lr", "grad_norm", "val/sign_acc_near"} <= logged
+
+
+def test_checkpoint_loads_with_weights_only(caches, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt.pt"
+    run(train_caches=caches["train"], output=out, summary=tmp_path / "train.json",
+        params=params("train", {"run": {**TINY_TRAIN["run"], "steps": 2}}))
+    data = torch.load(out, weights_only=True)
+    assert data["kind"] == "pixel2isdf" and data["step"] == 2
+    assert {"model", "optimizer", "scaler", "rng", "config_hash", "cache_schema"} <= set(data)
+
+
+def test_same_config_same_weights(caches, tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name / "checkpoint.pt"
+        run(train_caches=caches["train"], output=out, summary=out.parent / "train.json",
+            params=params("train", {"run": {**TINY_TRAIN["run"], "steps": 3}}))
+        outs.append(_weights(out))
+    for key, value in outs[0].items():
+        torch.testing.assert_close(outs[1][key], value, rtol=0, atol=0)
+
+
+def _cli(tmp_path: Path, caches, p: dict, out: Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "train", "--params", json.dumps(p),
+            "--train-caches", *map(str, caches["train"]), "--output", str(out),
+            "--summary", str(out.parent / "train.json")]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_equals_uninterrupted(caches, tmp_path: Path) -> None:
+    p = params("train", {"run": {**TINY_TRAIN["run"], "steps": 8, "checkpoint_every": 2}})
+    reference = tmp_path / "ref" / "checkpoint.pt"
+    run(train_caches=caches["train"], output=reference,
+        summary=reference.parent / "train.json", params=p)
+
+    out = tmp_path / "killed" / "checkpoint.pt"
+    last = out.parent / "last.pt"
+    proc = subprocess.Popen(_cli(tmp_path, caches, p, out), cwd=REPO, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # as a lost node or an OOM kill would
+    proc.wait()
+    assert last.exists() and not out.exists(), proc.stderr.read().decode()[-2000:]
+    killed_at = load_checkpoint(last)["step"]
+    assert 0 < killed_at < 8
+
+    result = subprocess.run(_cli(tmp_path, caches, p, out), cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {last} at step {killed_at}" in result.stderr
+    summary = json.loads((out.parent / "train.json").read_text())
+    assert summary["resumed_from_step"] == killed_at
+    assert [r["step"] for r in summary["history"] if "loss/total" in r] == list(range(1, 9))
+    reference_weights = _weights(reference)
+    for key, value in _weights(out).items():
+        torch.testing.assert_close(value, reference_weights[key], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_with_the_doubled_batch(caches, tmp_path: Path) -> None:
+    """2 gloo processes × batch 1 each = 1 process × batch 2: same draws, same loss curve."""
+    p = params("train", {"run": {**TINY_TRAIN["run"], "steps": 4, "batch_size": 2}})
+    single = tmp_path / "single" / "checkpoint.pt"
+    run(train_caches=caches["train"], output=single, summary=single.parent / "train.json",
+        params=p)
+    ddp = tmp_path / "ddp" / "checkpoint.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", "29517", "-m", "pipeline", "train", "--params", json.dumps(p),
+           "--train-caches", *map(str, caches["train"]), "--output", str(ddp),
+           "--summary", str(ddp.parent / "train.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    curve = {}
+    for name, path in (("single", single), ("ddp", ddp)):
+        summary = json.loads((path.parent / "train.json").read_text())
+        curve[name] = [r["loss/total"] for r in summary["history"] if "loss/total" in r]
+    assert json.loads((ddp.parent / "train.json").read_text())["world_size"] == 2
+    # batch norm sees one subject per process instead of two: close, not identical
+    torch.testing.assert_close(torch.tensor(curve["ddp"]), torch.tensor(curve["single"]),
+                               rtol=0.1, atol=1e-3)
+
+
+def test_no_training_subject(caches, tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="no training subject"):
+        run(train_caches=[], test_caches=caches["test"], output=tmp_path / "c.pt",
+            summary=tmp_path / "t.json", params=params("train"))
+
+
+def test_cuda_asked_for_where_there_is_none(caches, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(PipelineError, match="sees no CUDA device"):
+        run(train_caches=caches["train"], output=tmp_path / "c.pt", summary=tmp_path / "t.json",
+            params=params("train", {"run": {**TINY_TRAIN["run"], "device": "cuda"}}))
+
+
+def test_cache_without_truth_normals(tmp_path: Path) -> None:
+    path = build(tmp_path / "s", params={"seed": 1, "n_sdf_points": 500, "n_surface_points": 50,
+                                         "n_pifu_points": 0, "oracle_normals": False})
+    with pytest.raises(PipelineError, match="no truth normal maps"):
+        run_normal(train_caches=[path], output=tmp_path / "c.pt", summary=tmp_path / "t.json",
+                   params=params("train_normal"))
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "wrong_kind", "mismatched"])
+def test_bad_normal_checkpoint(caches, normal_checkpoint, tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "normal.pt"
+    p = params("train", {"model": {**TINY_MODEL, "input": "normal"}})
+    expected = {"missing": "does not exist", "corrupt": "corrupt",
+                "wrong_kind": "holds a 'pixel2isdf' model", "mismatched": "do not fit"}[damage]
+    if damage == "corrupt":
+        path.write_bytes(normal_checkpoint.read_bytes()[:300])
+    elif damage == "wrong_kind":
+        run(train_caches=caches["train"], output=path, summary=tmp_path / "t.json",
+            params=params("train", {"run": {**TINY_TRAIN["run"], "steps": 1}}))
+    elif damage == "mismatched":
+        data = torch.load(normal_checkpoint, weights_only=True)
+        config = json.loads(data["model_config"])
+        data["model_config"] = json.dumps({**config, "ngf": 8})
+        torch.save(data, path)
+    with pytest.raises(PipelineError, match=expected) as info:
+        run(train_caches=caches["train"], normal=path, output=tmp_path / "c.pt",
+            summary=tmp_path / "t2.json", params=p)
+    assert str(path) in str(info.value)
+
+
+def test_resume_checkpoint_of_other_parameters_is_not_used(caches, tmp_path: Path,
+                                                           caplog) -> None:
+    out = tmp_path / "x" / "checkpoint.pt"
+    p = params("train", {"run": {**TINY_TRAIN["run"], "steps": 2}})
+    run(train_caches=caches["train"], output=out.parent / "other.pt",
+        summary=out.parent / "other.json", params={**p, "n_points": 32})
+    (out.parent / "other.pt").rename(out.parent / "last.pt")
+    summary = run(train_caches=caches["train"], output=out, summary=out.parent / "train.json",
+                  params=p)
+    assert summary["resumed_from_step"] is None
+    assert "starting afresh" in caplog.text
