@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/train_speed.py                      # demo preset, CPU
     .venv/bin/python benchmarks/train_speed.py --preset presets/paper.yaml --steps 1
 
-Reads the caches of the config's data set (run `make demo` first; the demo's crops are 512²,
-so the paper sizes apply to them as they are). Components: normal net, geometry net,
+Reads the caches of the demo's data set (`--caches-of`; run `make demo` first; the demo's
+crops are 512², so the paper sizes apply to them as they are). Components: normal net, geometry net,
 projection + fusion, diffusion (voxelise + sparse convs + densify), SDF head + loss, backward.
 The baseline in the same run is the data loader alone (samples/s of the cache reads), which
 says whether a step is bound by its input. Prints one Markdown table per device.
@@ -28,11 +28,12 @@ PARTS = ["normal_net", "geometry_net", "projection_fusion", "diffusion", "sdf_he
          "backward"]
 
 
-def bench(config: dict, device: torch.device, steps: int) -> dict:
+def bench(config: dict, data: dict, device: torch.device, steps: int) -> dict:
+    """Time ``steps`` steps of ``config``'s network on the caches of ``data``'s data set."""
     train = config["train"]
-    results = Path(config["results"]) / config["data"]["dataset"] / "cache"
-    test = set(config["data"]["test_subjects"])
-    paths = [results / f"{s}.h5" for s in config["data"]["subjects"] if s not in test]
+    results = Path(data["results"]) / data["data"]["dataset"] / "cache"
+    test = set(data["data"]["test_subjects"])
+    paths = [results / f"{s}.h5" for s in data["data"]["subjects"] if s not in test]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise SystemExit(f"missing caches {missing[:3]}: run the pipeline up to the cache first")
@@ -100,13 +101,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="config.yaml", help="config file (default demo)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after a warm-up")
+    parser.add_argument("--caches-of", default="config.yaml",
+                        help="config whose data set's caches to read (default: the demo's)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    config = load_config(args.preset)
+    config, data = load_config(args.preset), load_config(args.caches_of)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
     for device in devices:
-        r = bench(config, device, args.steps)
+        r = bench(config, data, device, args.steps)
         print(f"\n{args.preset} on {device} ({torch.get_num_threads()} threads): batch "
               f"{r['batch']}, K={r['views']}, N={r['points']}, input {r['input']}², volume "
               f"{r['volume']}³, {r['params_m']:.2f} M parameters ({r['trainable_m']:.2f} M "

@@ -230,7 +230,22 @@ class Pixel2ISDFDataset(Dataset):
         }
 
 
-class ViewDataset(Dataset):
+class _ViewItems(Dataset):
+    """A dataset with one item per (subject, row) in ``self.items``."""
+
+    items: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _item(self, i: int) -> tuple[int, int]:
+        """``(subject, row)`` of item ``i`` (IndexError outside the dataset)."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        return self.items[i]
+
+
+class ViewDataset(_ViewItems):
     """Single views with their truth normal maps: the normal network's training data.
 
     One item per ``view_ok`` view of every subject: ``images`` (3, S, S) and ``alphas``
@@ -255,13 +270,8 @@ class ViewDataset(Dataset):
             raise PipelineError("no view passed the fit's checks in " + ", ".join(
                 map(str, self.caches.paths)))
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} items")
-        s, row = self.items[i]
+        s, row = self._item(i)
         images, alphas = self.caches.tensors(s, [row], self.uint8_images)
         return {"images": images[0], "alphas": alphas[0],
                 "normals": self.caches.normals(s, [row])[0],
@@ -292,7 +302,7 @@ def temporal_rows(index: CacheIndex, row: int, window: int) -> list[int]:
     return rows
 
 
-class PifuDataset(Dataset):
+class PifuDataset(_ViewItems):
     """One item per ``view_ok`` view of every subject (whose action has PIFu targets).
 
     Item: ``images`` (3, S, S) float32 in [0, 1], ``alphas`` (1, S, S), ``camera_*`` of the
@@ -330,13 +340,8 @@ class PifuDataset(Dataset):
             raise PipelineError("no cache file among " + ", ".join(map(str, self.caches.paths))
                                 + " has a view_ok view with PIFu targets (cache.n_pifu_points)")
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} items")
-        s, row = self.items[i]
+        s, row = self._item(i)
         index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
         rows = np.asarray(temporal_rows(index, row, self.window) if self.temporal else [row])
         images, alphas = self.caches.tensors(s, rows, self.uint8_images)

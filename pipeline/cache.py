@@ -30,7 +30,7 @@ from pipeline.crop import CropBox
 from pipeline.detect import CROP_FILE, OK
 from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray, read_rgb
-from pipeline.io import atomic_path, read_json
+from pipeline.io import atomic_path, file_sha256, read_json
 from pipeline.meshio import read_ply
 from pipeline.progress import progress
 from pipeline.sdf import check_watertight, sample_sdf_points, surface_samples
@@ -82,14 +82,6 @@ class CacheParams:
 def config_hash(params: dict[str, Any]) -> str:
     """sha256 of the parameters as sorted-key JSON."""
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stream(seed: int, subject: str, purpose: str) -> np.random.Generator:

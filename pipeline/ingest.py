@@ -8,7 +8,6 @@ rejected ones with the reason. Later stages read the manifest and never glob the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
-from pipeline.io import write_json
+from pipeline.io import file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +44,6 @@ class IngestParams:
             max_pixels=params["max_pixels"],
             extensions=tuple(e.lower() for e in params["extensions"]),
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_image(path: Path, params: IngestParams) -> tuple[dict[str, Any] | None, str | None]:
@@ -100,7 +91,7 @@ def check_image(path: Path, params: IngestParams) -> tuple[dict[str, Any] | None
     if mode not in ("RGB", "L", "RGBA", "P", "CMYK", "YCbCr", "I;16", "LA"):
         return None, f"unsupported pixel mode {mode}"
     info = {"width": width, "height": height, "mode": mode, "format": fmt, "bytes": size,
-            "sha256": _sha256(path)}
+            "sha256": file_sha256(path)}
     return info, None
 
 

@@ -21,18 +21,11 @@ import h5py
 
 from pipeline.cache_io import open_cache
 from pipeline.errors import PipelineError
+from pipeline.io import file_sha256
 from pipeline.training.tasks import NormalTask, Pixel2ISDFTask
 from pipeline.training.trainer import RunParams, train
 
 log = logging.getLogger(__name__)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cache_identity(path: Path) -> dict[str, str]:
@@ -48,7 +41,7 @@ def run_hash(params: Mapping[str, Any], caches: Sequence[Path],
     """Identity of a training run: its parameters, its caches' identities and the sha256 of
     any other input file (the normal checkpoint). A resume needs the same hash."""
     record = {"params": params, "caches": [_cache_identity(p) for p in caches],
-              "files": {p.name: _file_sha256(p) for p in extra}}
+              "files": {p.name: file_sha256(p) for p in extra}}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 

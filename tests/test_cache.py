@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.cache import build_cache, file_sha256
+from pipeline.cache import build_cache
 from pipeline.cache_io import SCHEMA_VERSION, load_index, open_cache
 from pipeline.errors import PipelineError
+from pipeline.io import file_sha256
 from pipeline.meshio import read_ply, write_ply
 from tests.cache_fakes import CLOTHED_R, SMALL, X0, Y0, build, make_subject, offset
 

@@ -54,6 +54,7 @@ class Pixel2ISDFConfig:
             body's largest extent on each side.
         diffusion_width: factor on NeuralBody's SparseConvNet widths (16…128).
         sparse_backend: ``auto``, ``torch`` or ``spconv``.
+        bn_momentum: running-statistics momentum of the diffusion's batch norms.
         head_hidden, head_layers, head_skip, n_freqs: the SDF MLP.
         init_radius: radius of the initial SDF sphere, fraction of the cube's half side.
     """
@@ -69,6 +70,7 @@ class Pixel2ISDFConfig:
     volume_padding: float = 0.05
     diffusion_width: float = 1.0
     sparse_backend: str = "auto"
+    bn_momentum: float = 0.01
     head_hidden: int = 256
     head_layers: int = 8
     head_skip: int | None = 4

@@ -36,10 +36,10 @@ from models.sparse import SparseTensor, make_layers, sample_levels, voxelize
 class SparseBNReLU(nn.Module):
     """A sparse conv, then BatchNorm1d and ReLU on its ``(M, C)`` features."""
 
-    def __init__(self, conv: nn.Module, channels: int) -> None:
+    def __init__(self, conv: nn.Module, channels: int, momentum: float = 0.01) -> None:
         super().__init__()
         self.conv = conv
-        self.bn = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+        self.bn = nn.BatchNorm1d(channels, eps=1e-3, momentum=momentum)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, t: SparseTensor) -> SparseTensor:
@@ -55,6 +55,9 @@ class SparseConvNet(nn.Module):
         in_channels: C, the code width.
         width: factor on every channel count (``max(4, round(n · width))``).
         backend: ``"torch"``, ``"spconv"`` or ``"auto"`` (:func:`models.sparse.make_layers`).
+        bn_momentum: the batch norms' running-statistics momentum (NeuralBody's 0.01 suits
+            its 400k-step runs; a run of a few hundred steps needs ~0.1, or its eval-mode
+            statistics are still mostly the initial ones).
 
     Attributes:
         strides: ``(2, 4, 8, 16)``, each level's stride relative to the input grid.
@@ -64,7 +67,8 @@ class SparseConvNet(nn.Module):
 
     strides = (2, 4, 8, 16)
 
-    def __init__(self, in_channels: int, width: float = 1.0, backend: str = "auto") -> None:
+    def __init__(self, in_channels: int, width: float = 1.0, backend: str = "auto",
+                 bn_momentum: float = 0.01) -> None:
         super().__init__()
         layers = make_layers(backend)
         self.backend = layers.name
@@ -74,11 +78,13 @@ class SparseConvNet(nn.Module):
 
         def subm(c_in: int, c_out: int, n: int, key: str) -> nn.Sequential:
             blocks = [SparseBNReLU(layers.subm(c_in if i == 0 else c_out, c_out, 3,
-                                               indice_key=key), c_out) for i in range(n)]
+                                               indice_key=key), c_out, bn_momentum)
+                      for i in range(n)]
             return nn.Sequential(*blocks)
 
         def down(c_in: int, c_out: int, key: str) -> SparseBNReLU:
-            return SparseBNReLU(layers.conv(c_in, c_out, 3, 2, 1, indice_key=key), c_out)
+            return SparseBNReLU(layers.conv(c_in, c_out, 3, 2, 1, indice_key=key), c_out,
+                                bn_momentum)
 
         c16, c32, c64, c128 = ch(16), ch(32), ch(64), ch(128)
         self.conv0 = subm(in_channels, c16, 2, "subm0")

@@ -107,7 +107,8 @@ class Pixel2ISDF(nn.Module):
         if cfg.pretrained_resnet:
             load_torchvision_resnet34(self.geometry, cfg.pretrained_resnet)
         self.fusion = ViewFusion(cfg.feature_channels, cfg.fusion_hidden, cfg.latent_dim)
-        self.diffusion = SparseConvNet(cfg.latent_dim, cfg.diffusion_width, cfg.sparse_backend)
+        self.diffusion = SparseConvNet(cfg.latent_dim, cfg.diffusion_width, cfg.sparse_backend,
+                                       cfg.bn_momentum)
         self.head = SDFHead(self.diffusion.out_channels, cfg.head_hidden, cfg.head_layers,
                             cfg.n_freqs, cfg.head_skip, cfg.init_radius)
 
