@@ -201,17 +201,22 @@ def test_cache_without_truth_normals(tmp_path: Path) -> None:
                    params=params("train_normal"))
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt", "wrong_kind", "mismatched"])
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "wrong_kind", "mismatched",
+                                    "cache_schema"])
 def test_bad_normal_checkpoint(caches, normal_checkpoint, tmp_path: Path, damage: str) -> None:
     path = tmp_path / "normal.pt"
     p = params("train", {"model": {**TINY_MODEL, "input": "normal"}})
     expected = {"missing": "does not exist", "corrupt": "corrupt",
-                "wrong_kind": "holds a 'pixel2isdf' model", "mismatched": "do not fit"}[damage]
+                "wrong_kind": "holds a 'pixel2isdf' model", "mismatched": "do not fit",
+                "cache_schema": "caches of schema version 0"}[damage]
     if damage == "corrupt":
         path.write_bytes(normal_checkpoint.read_bytes()[:300])
     elif damage == "wrong_kind":
         run(train_caches=caches["train"], output=path, summary=tmp_path / "t.json",
             params=params("train", {"run": {**TINY_TRAIN["run"], "steps": 1}}))
+    elif damage == "cache_schema":
+        data = torch.load(normal_checkpoint, weights_only=True)
+        torch.save({**data, "cache_schema": 0}, path)
     elif damage == "mismatched":
         data = torch.load(normal_checkpoint, weights_only=True)
         config = json.loads(data["model_config"])
@@ -234,3 +239,13 @@ def test_resume_checkpoint_of_other_parameters_is_not_used(caches, tmp_path: Pat
                   params=p)
     assert summary["resumed_from_step"] is None
     assert "starting afresh" in caplog.text
+
+
+def test_truncated_resume_checkpoint_is_not_used(caches, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "y" / "checkpoint.pt"
+    out.parent.mkdir()
+    (out.parent / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    summary = run(train_caches=caches["train"], output=out, summary=out.parent / "train.json",
+                  params=params("train", {"run": {**TINY_TRAIN["run"], "steps": 1}}))
+    assert summary["resumed_from_step"] is None
+    assert "not resuming" in caplog.text and "corrupt" in caplog.text

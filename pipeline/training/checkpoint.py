@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from pipeline.cache_io import SCHEMA_VERSION
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 
@@ -58,8 +59,9 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None,
         path: the file. kind: the expected ``kind`` (None: any).
 
     Raises:
-        PipelineError: missing, unreadable or corrupt file, another format, or another kind;
-            the message names the file and the problem.
+        PipelineError: missing, unreadable or corrupt file, another format, another kind, or
+            trained on caches of another schema version; the message names the file and
+            the problem.
     """
     path = Path(path)
     if not path.is_file():
@@ -77,6 +79,11 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None,
     if kind is not None and data.get("kind") != kind:
         raise PipelineError(f"checkpoint {path} holds a {data.get('kind')!r} model, expected "
                             f"{kind!r}")
+    if int(data.get("cache_schema", -1)) != SCHEMA_VERSION:
+        raise PipelineError(f"checkpoint {path} was trained on caches of schema version "
+                            f"{data.get('cache_schema')}, this code reads version "
+                            f"{SCHEMA_VERSION}; retrain it (snakemake --forcerun the rule "
+                            "that wrote it)")
     return data
 
 

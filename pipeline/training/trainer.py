@@ -139,7 +139,11 @@ def _resume(path: Path, kind: str, config_hash: str, model: nn.Module,
     """Restore ``last.pt`` when it belongs to this run; return (start step, history)."""
     if not path.is_file():
         return 0, []
-    data = load_checkpoint(path, kind=kind)
+    try:
+        data = load_checkpoint(path, kind=kind)
+    except PipelineError as exc:  # a leftover that cannot be resumed: train afresh
+        log.warning("not resuming: %s; starting afresh", exc)
+        return 0, []
     if data.get("config_hash") != config_hash:
         log.warning("%s was written with other parameters (config hash %s, now %s): starting "
                     "afresh", path, str(data.get("config_hash"))[:12], config_hash[:12])
