@@ -31,9 +31,8 @@ from pipeline.detect import CROP_FILE, OK
 from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray, read_rgb
 from pipeline.io import atomic_path, file_sha256, read_json
-from pipeline.meshio import read_ply
 from pipeline.progress import progress
-from pipeline.sdf import check_watertight, sample_sdf_points, surface_samples
+from pipeline.sdf import read_watertight, sample_sdf_points, surface_samples
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +114,7 @@ def load_fit(path: Path) -> dict[str, np.ndarray]:
 
 def checked_mesh(path: Path, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
     """``(V, 3)`` float64 vertices and ``(F, 3)`` faces of a watertight truth mesh."""
-    if not path.is_file():
-        raise PipelineError(f"truth mesh {path} is missing (the cache's targets need it){hint}")
-    mesh = read_ply(path)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    check_watertight(vertices, faces, str(path))
-    return vertices, faces
+    return read_watertight(path, f" (the cache's targets need it){hint}")
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from pipeline.errors import PipelineError
-from pipeline.meshio import read_ply
-from pipeline.sdf import check_watertight, occupancy, surface_samples
+from pipeline.sdf import check_watertight, occupancy, read_watertight, surface_samples
 
 CM_PER_M = 100.0
 """Meshes are in metres; metrics are reported in centimetres."""
@@ -254,14 +253,7 @@ def load_truth(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         PipelineError: naming the file when it is missing, unreadable (not a PLY triangle
             mesh) or not a closed, outward-oriented surface.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"truth mesh {path} does not exist")
-    mesh = read_ply(path)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    check_watertight(vertices, faces, str(path))
-    return vertices, faces
+    return read_watertight(path, " (the evaluation's truth)")
 
 
 def _cell(value: float, digits: int) -> str:

@@ -15,11 +15,13 @@ thread count (set it to the cores a SLURM job got).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import igl
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.meshio import read_ply
 
 DEFAULT_CHUNK = 200_000
 """Query points per libigl call: bounds the temporary arrays to ~100 bytes × chunk."""
@@ -100,6 +102,20 @@ def check_watertight(vertices: np.ndarray, faces: np.ndarray, name: str) -> None
     if problems:
         raise PipelineError(f"mesh {name} is not a closed oriented surface: "
                             + "; ".join(problems))
+
+
+def read_watertight(path: str | Path, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``(V, 3)`` float64 vertices and ``(F, 3)`` int64 faces of a closed, outward-oriented
+    truth mesh file; PipelineError naming the file when it is missing, unreadable or open
+    (``hint``: what needs it, appended to the missing-file message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"truth mesh {path} is missing{hint}")
+    mesh = read_ply(path)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    check_watertight(vertices, faces, str(path))
+    return vertices, faces
 
 
 def _signed(v: np.ndarray, f: np.ndarray, p: np.ndarray, chunk: int,
