@@ -21,6 +21,7 @@ include: "rules/overlay.smk"
 include: "rules/fit.smk"
 include: "rules/cache.smk"
 include: "rules/train.smk"
+include: "rules/reconstruct.smk"
 
 
 rule all:

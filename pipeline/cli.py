@@ -59,6 +59,8 @@ STAGES: dict[str, Stage] = {
                           "train the normal network on the caches' truth normal maps"),
     "train": Stage("pipeline.train:run", "train",
                    "train Pixel2ISDF on the caches (checkpoints, resume, torchrun DDP)"),
+    "reconstruct": Stage("pipeline.reconstruct:run", "reconstruct",
+                         "a subject's canonical mesh from the trained Pixel2ISDF"),
 }
 
 _SCALARS = {str: str, int: int, float: float, Path: Path}

@@ -20,11 +20,17 @@ STAGE_ORDER = [
     "cache",
     "train_normal",
     "train",
+    "reconstruct",
 ]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 TEST_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["test_subjects"]]
 TRAIN_SUBJECTS = [s for s in SUBJECTS if s not in TEST_SUBJECTS]
 NORMAL_INPUTS = ("normal", "image_normal")
+RECON_SUBJECTS = {
+    "test": TEST_SUBJECTS,
+    "train": TRAIN_SUBJECTS,
+    "all": SUBJECTS,
+}[config["reconstruct"]["subjects"]]
 
 if STOP_AFTER >= STAGE_ORDER.index("train_normal") and not TRAIN_SUBJECTS:
     raise ValueError(
@@ -98,4 +104,8 @@ def all_targets(wildcards):
         targets.append(RESULTS / "train" / "normal_net" / "checkpoint.pt")
     if STOP_AFTER >= STAGE_ORDER.index("train"):
         targets.append(RESULTS / "train" / "pixel2isdf" / "checkpoint.pt")
+    if STOP_AFTER >= STAGE_ORDER.index("reconstruct"):
+        targets += expand(
+            RESULTS / "recon" / "pixel2isdf" / "{subject}.ply", subject=RECON_SUBJECTS
+        )
     return targets

@@ -96,6 +96,8 @@ def _synthetic_config(**ingest):
                             "head_hidden": 16, "head_layers": 2, "head_skip": None,
                             "n_freqs": 2},
                   "n_views": 2, "n_points": 64, "run": TINY_RUN},
+        "reconstruct": {"subjects": "all", "resolution": 32, "init_resolution": 8,
+                        "threads": 1},
     }
 
 
@@ -127,19 +129,24 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
         assert summary["steps"] == 2 and summary["train_subjects"] == ["s000"]
         assert (tmp_path / f"results/syn/train/{model}/checkpoint.pt").exists()
     assert "100%" in (tmp_path / "logs/syn/train.log").read_text()  # the progress bar
+    recon = json.loads((tmp_path / "results/syn/recon/pixel2isdf/s000.json").read_text())
+    assert recon["split"] == "train" and recon["resolution"] == 32
+    assert (tmp_path / "results/syn/recon/pixel2isdf/s000.ply").exists()
 
     # A mask parameter changes: mask and overlay rerun, nothing upstream.
     config = _synthetic_config()
     config["mask"]["band"] = 3
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1, "all": 1}
+        "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
+        "reconstruct": 1, "all": 1}
 
     # A training parameter changes: only Pixel2ISDF retrains.
     config = _synthetic_config()
     config["train"]["n_points"] = 32
     write_config(tmp_path, config)
-    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {"train": 1, "all": 1}
+    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
+        "train": 1, "reconstruct": 1, "all": 1}
 
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))
