@@ -23,12 +23,11 @@ for _var in ("IGL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
     os.environ[_var] = _threads
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import igl  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from pipeline.metrics import compare_meshes, surface_distances  # noqa: E402
 from pipeline.sdf import surface_samples  # noqa: E402
@@ -47,15 +46,6 @@ def noisy(vertices: np.ndarray, faces: np.ndarray, sigma: float,
     """Vertices moved along their normals by N(0, sigma²) metres."""
     normals = trimesh.Trimesh(vertices, faces, process=False).vertex_normals
     return vertices + normals * rng.normal(0.0, sigma, (len(vertices), 1))
-
-
-def median_seconds(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def main() -> int:

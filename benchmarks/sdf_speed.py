@@ -12,12 +12,11 @@ its optional rtree dependency is installed). libigl uses all cores unless IGL_NU
 
 import argparse
 import os
-import statistics
-import time
 
 import igl
 import numpy as np
 import trimesh
+from timing import median_seconds
 
 from pipeline.sdf import check_watertight, occupancy, sample_sdf_points, signed_distance
 
@@ -43,15 +42,6 @@ def torus(n_faces):
 
 def torus_sdf(p):
     return np.hypot(np.hypot(p[:, 0], p[:, 1]) - R, p[:, 2]) - r
-
-
-def median_seconds(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def main():
