@@ -2,11 +2,12 @@
 # Both create or reuse the virtual environment $(VENV) and install the project into it first.
 VENV ?= .venv
 CORES ?= 2
+REPORT ?= report.html
 PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint format setup setup-mmdet clean-results
+.PHONY: demo report test lint format setup setup-mmdet clean-results
 
 setup: $(VENV)/.installed
 
@@ -28,9 +29,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
-# The main job on the embedded default (config.yaml): synthetic data, then every stage so far.
+# The main job on the embedded default (config.yaml): synthetic data, every stage through the
+# evaluation, then Snakemake's HTML report ($(REPORT)).
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report $(REPORT)
+
+# The HTML report of what has run so far (metrics, renders, curves, overlays).
+report: setup
+	$(BIN)/snakemake --report $(REPORT)
 
 # The whole test suite, including the end-to-end Snakemake and SLURM runs, the mmdet backend
 # and the spconv sparse-convolution backend.

@@ -11,6 +11,9 @@ configfile: "config.yaml"
 validate(config, "pipeline/schemas/config.schema.yaml")
 
 
+report: "rules/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/synthesize.smk"
 include: "rules/ingest.smk"
@@ -22,6 +25,8 @@ include: "rules/fit.smk"
 include: "rules/cache.smk"
 include: "rules/train.smk"
 include: "rules/reconstruct.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

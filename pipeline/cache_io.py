@@ -125,3 +125,14 @@ def load_index(path: str | Path) -> CacheIndex:
     """Open, index and close a cache file (no handle is kept open)."""
     with open_cache(path) as handle:
         return read_index(handle)
+
+
+def canonical_body(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted naked body in the canonical frame: ``(V, 3)`` float64 metres and
+    ``(F, 3)`` int64 faces (outward), read from a cache file."""
+    with open_cache(path) as handle:
+        try:
+            return (np.asarray(handle["canonical_vertices"], dtype=np.float64),
+                    np.asarray(handle["faces"], dtype=np.int64))
+        except KeyError as exc:
+            raise PipelineError(f"cache file {path} lacks {exc}; {REBUILD_HINT}") from exc

@@ -61,6 +61,14 @@ STAGES: dict[str, Stage] = {
                    "train Pixel2ISDF on the caches (checkpoints, resume, torchrun DDP)"),
     "reconstruct": Stage("pipeline.reconstruct:run", "reconstruct",
                          "a subject's canonical mesh from the trained Pixel2ISDF"),
+    "evaluate": Stage("pipeline.evaluate:run", "evaluate",
+                      "score a reconstruction and both body baselines against the truth"),
+    "evaluate-summary": Stage("pipeline.evaluate:summarize", "evaluate",
+                              "gather the subjects' scores into metrics.csv and tables"),
+    "render": Stage("pipeline.report:render", "report",
+                    "render a reconstruction beside its truth, coloured by distance"),
+    "training-curves": Stage("pipeline.report:curves", "report",
+                             "plot the training runs' losses and validation scores"),
 }
 
 _SCALARS = {str: str, int: int, float: float, Path: Path}

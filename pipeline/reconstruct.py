@@ -11,8 +11,10 @@ with no faces and ``"surface": false`` (the metrics say "no surface").
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +26,45 @@ from skimage.measure import marching_cubes
 from models.data import Pixel2ISDFDataset
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
-from pipeline.cache_io import load_index
+from models.pixel2isdf.config import Pixel2ISDFConfig, from_mapping
+from pipeline.cache_io import canonical_body, load_index
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.meshio import write_ply
+from pipeline.sdf import sdf_function
 from pipeline.training.checkpoint import load_checkpoint, load_state, model_config
 from pipeline.training.distributed import World, resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def load_model(path: Path, device: torch.device) -> Pixel2ISDF:
+def check_model_config(found: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
+    """PipelineError naming the checkpoint when the network it holds was built from other
+    ``train.model`` settings than ``expected`` (the current config's)."""
+    try:
+        want = from_mapping(Pixel2ISDFConfig, expected).__dict__
+        have = from_mapping(Pixel2ISDFConfig, found).__dict__
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"checkpoint {path}: cannot compare its model config with "
+                            f"train.model ({exc})") from exc
+    differ = sorted(k for k in want if want[k] != have.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: checkpoint {have.get(k)!r}, config {want[k]!r}"
+                          for k in differ[:4])
+        raise PipelineError(f"checkpoint {path} does not match the config's train.model "
+                            f"({shown}); retrain it (snakemake --forcerun train) or point "
+                            "the config at the settings it was trained with")
+
+
+def load_model(path: Path, device: torch.device,
+               expected: dict[str, Any] | None = None) -> Pixel2ISDF:
     """The Pixel2ISDF network a checkpoint holds (eval mode); PipelineError naming the file
-    when it is not one or its weights do not fit its own config."""
+    when it is not one, was trained with other settings than ``expected`` (a
+    ``train.model`` mapping) or its weights do not fit its own config."""
     data = load_checkpoint(path, kind="pixel2isdf")
     config = model_config(data, path)
+    if expected is not None:
+        check_model_config(config.get("model", {}), expected, path)
     try:
         model = get_model(config["model"], config.get("normal"),
                           config.get("freeze_normal", True))
@@ -84,13 +110,24 @@ def extract_mesh(grid: GridResult, largest_component: bool) -> tuple[np.ndarray,
     return verts, faces
 
 
+def body_band_field(cache: Path, band: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``x ↦ sdf_body(x) − band``: the signed distance to the fitted canonical body grown by
+    ``band`` metres. Its max with the network's SDF is the CSG intersection of the two
+    solids: nothing farther than ``band`` from the body, where no training sample lies."""
+    vertices, faces = canonical_body(cache)
+    body = sdf_function(vertices, faces, name=f"{cache} (fitted canonical body)")
+    return lambda points: body(points).astype(np.float64) - band
+
+
 def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str = "test",
-        params: dict[str, Any]) -> dict[str, Any]:
-    """Reconstruct one subject (see the module docstring); ``split`` labels it train/test."""
+        train_model: str | None = None, params: dict[str, Any]) -> dict[str, Any]:
+    """Reconstruct one subject (see the module docstring); ``split`` labels it train/test.
+    ``train_model``: the config's ``train.model`` as JSON; the checkpoint must match it."""
     start = time.perf_counter()
     torch.set_num_threads(params["threads"])
     device = resolve_device(params["device"], World())
-    model = load_model(checkpoint, device)
+    expected = None if train_model is None else json.loads(train_model)
+    model = load_model(checkpoint, device, expected)
     batch, names = subject_batch(cache, params["views"], params["seed"],
                                  model.cfg.input == "oracle_normal")
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -100,10 +137,14 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     encode_s = time.perf_counter() - t0
     centre, half = volume.centre[0].cpu().numpy(), float(volume.half[0])
 
+    band = params["body_band"]
+    body = None if band is None else body_band_field(cache, band)
+
     def sdf(points: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             p = torch.as_tensor(points, dtype=torch.float32, device=device)[None]
-            return model.query(volume, p)[0].float().cpu().numpy()
+            values = model.query(volume, p)[0].double().cpu().numpy()
+        return values if body is None else np.maximum(values, body(points))
 
     t0 = time.perf_counter()
     grid = evaluate_grid(sdf, centre - half, centre + half, resolution=params["resolution"],
@@ -122,6 +163,7 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
         "subject": cache.stem, "split": split, "checkpoint": str(checkpoint),
         "surface": surface, "vertices": len(verts), "faces": len(faces),
         "views": names, "n_views": len(names), "resolution": params["resolution"],
+        "body_band": band,
         "queries": grid.queries, "dense_queries": grid.dense_queries,
         "query_reduction": round(grid.dense_queries / grid.queries, 2),
         "seconds": {"encode": round(encode_s, 3), "grid": round(grid_s, 3),

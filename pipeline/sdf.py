@@ -14,7 +14,7 @@ thread count (set it to the cores a SLURM job got).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import igl
@@ -163,6 +163,15 @@ def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     check_watertight(vertices, faces, name)
     v, f = _as_mesh(vertices, faces, name)
     return _sdf(v, f, _as_points(points, name), chunk)
+
+
+def sdf_function(vertices: np.ndarray, faces: np.ndarray, *, name: str = "mesh",
+                 chunk: int = DEFAULT_CHUNK) -> Callable[[np.ndarray], np.ndarray]:
+    """``signed_distance`` with the mesh checked once: a function ``(N, 3) → (N,)`` float32
+    for many calls on the same mesh (a grid's batches)."""
+    check_watertight(vertices, faces, name)
+    v, f = _as_mesh(vertices, faces, name)
+    return lambda points: _sdf(v, f, _as_points(points, name), chunk)
 
 
 def occupancy(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, *,

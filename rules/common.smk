@@ -21,6 +21,7 @@ STAGE_ORDER = [
     "train_normal",
     "train",
     "reconstruct",
+    "evaluate",
 ]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 TEST_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["test_subjects"]]
@@ -70,6 +71,14 @@ def train_inputs(wildcards):
     return inputs
 
 
+def curve_inputs(wildcards):
+    """The train.json of every training run the model went through."""
+    runs = ["pixel2isdf"]
+    if config["train"]["model"]["input"] in NORMAL_INPUTS:
+        runs.insert(0, "normal_net")
+    return [RESULTS / "train" / run / "train.json" for run in runs]
+
+
 def actions_of(subject):
     """The actions of a subject, read from its manifest (ingest is a checkpoint)."""
     manifest = checkpoints.ingest.get(subject=subject).output[0]
@@ -107,5 +116,14 @@ def all_targets(wildcards):
     if STOP_AFTER >= STAGE_ORDER.index("reconstruct"):
         targets += expand(
             RESULTS / "recon" / "pixel2isdf" / "{subject}.ply", subject=RECON_SUBJECTS
+        )
+    if STOP_AFTER >= STAGE_ORDER.index("evaluate"):
+        targets += [
+            RESULTS / "eval" / "pixel2isdf" / "metrics.csv",
+            RESULTS / "report" / "training_curves.png",
+        ]
+        targets += expand(
+            RESULTS / "report" / "render" / "pixel2isdf" / "{subject}.png",
+            subject=RECON_SUBJECTS,
         )
     return targets

@@ -19,7 +19,14 @@ rule fit:
     output:
         fit=RESULTS / "fit" / "{subject}.npz",
         report=RESULTS / "fit" / "{subject}.json",
-        overlays=directory(RESULTS / "fit" / "{subject}"),
+        overlays=report(
+            directory(RESULTS / "fit" / "{subject}"),
+            patterns=["{action}.png"],
+            caption="report/fit.rst",
+            category="Body fit",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "action": "{action}"},
+        ),
     log:
         LOGS / "fit" / "{subject}.log",
     benchmark:

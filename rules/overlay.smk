@@ -7,7 +7,13 @@ rule overlay:
         masks=RESULTS / "mask" / "{subject}" / "{action}",
         keypoints=RESULTS / "keypoints" / "{subject}" / "{action}.json",
     output:
-        RESULTS / "overlay" / "{subject}" / "{action}.png",
+        report(
+            RESULTS / "overlay" / "{subject}" / "{action}.png",
+            caption="report/overlay.rst",
+            category="Preprocessing",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "action": "{action}"},
+        ),
     log:
         LOGS / "overlay" / "{subject}" / "{action}.log",
     conda:

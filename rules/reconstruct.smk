@@ -20,10 +20,12 @@ rule reconstruct:
         gpu=1 if config["reconstruct"]["device"] == "cuda" else 0,
     params:
         stage=stage_params("reconstruct"),
+        train_model=json.dumps(config["train"]["model"], sort_keys=True),
         split=lambda wildcards: (
             "test" if wildcards.subject in TEST_SUBJECTS else "train"
         ),
     shell:
         "python -m pipeline reconstruct --params {params.stage:q}"
-        " --checkpoint {input.checkpoint} --cache {input.cache} --split {params.split}"
+        " --checkpoint {input.checkpoint} --train-model {params.train_model:q}"
+        " --cache {input.cache} --split {params.split}"
         " --output {output.mesh} --report {output.report} 2> {log}"

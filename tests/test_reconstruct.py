@@ -15,7 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.meshio import read_ply
 from pipeline.reconstruct import run
 from pipeline.train import run as train
-from tests.cache_fakes import build
+from tests.cache_fakes import BODY_R, build
 from tests.test_train import TINY_MODEL, TINY_TRAIN, params
 
 
@@ -91,3 +91,23 @@ def test_checkpoint_of_another_model_is_refused(trained, tmp_path: Path) -> None
         run(checkpoint=tmp_path / "n.pt", cache=trained["cache"], output=tmp_path / "x.ply",
             report=tmp_path / "x.json", params=recon_params())
     assert not (tmp_path / "x.ply").exists()
+
+
+def test_checkpoint_not_matching_the_config_is_refused(trained, tmp_path: Path) -> None:
+    config = json.dumps({**TINY_MODEL, "volume_padding": 0.5, "latent_dim": 8})
+    with pytest.raises(PipelineError, match=r"does not match the config's train.model "
+                                            r"\(latent_dim: checkpoint 4, config 8\)"):
+        run(checkpoint=trained["checkpoint"], cache=trained["cache"], train_model=config,
+            output=tmp_path / "x.ply", report=tmp_path / "x.json", params=recon_params())
+    assert not (tmp_path / "x.ply").exists() and not (tmp_path / "x.json").exists()
+    same = json.dumps({**TINY_MODEL, "volume_padding": 0.5})
+    run(checkpoint=trained["checkpoint"], cache=trained["cache"], train_model=same,
+        output=tmp_path / "y.ply", report=tmp_path / "y.json", params=recon_params())
+
+
+def test_body_band_keeps_the_surface_near_the_fitted_body(trained, tmp_path: Path) -> None:
+    band = 0.02
+    summary, verts = _reconstruct(trained, tmp_path, "band", body_band=band)
+    assert summary["body_band"] == band and summary["surface"]
+    voxel = 2 * 0.3 * 1.5 / 47  # the fake's fitted body: a sphere of radius BODY_R at 0
+    assert np.linalg.norm(verts, axis=1).max() <= BODY_R + band + voxel

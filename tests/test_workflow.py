@@ -98,6 +98,8 @@ def _synthetic_config(**ingest):
                   "n_views": 2, "n_points": 64, "run": TINY_RUN},
         "reconstruct": {"subjects": "all", "resolution": 32, "init_resolution": 8,
                         "threads": 1},
+        "evaluate": {"n_samples": 2000, "n_iou": 2000, "mvp_samples": 1000, "threads": 1},
+        "report": {"size": 64},
     }
 
 
@@ -132,6 +134,19 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     recon = json.loads((tmp_path / "results/syn/recon/pixel2isdf/s000.json").read_text())
     assert recon["split"] == "train" and recon["resolution"] == 32
     assert (tmp_path / "results/syn/recon/pixel2isdf/s000.ply").exists()
+    evaluation = json.loads((tmp_path / "results/syn/eval/pixel2isdf/s000.json").read_text())
+    assert set(evaluation["metrics"]) == {"model", "fitted_body", "truth_body"}
+    assert evaluation["metrics"]["fitted_body"]["chamfer_cm"] > 0
+    summary_md = (tmp_path / "results/syn/eval/pixel2isdf/summary.md").read_text()
+    assert "## train subjects: mean over 1 (s000)" in summary_md
+    for figure in ("render/pixel2isdf/s000.png", "training_curves.png"):
+        assert (tmp_path / "results/syn/report" / figure).stat().st_size > 0
+
+    # The HTML report gathers the metrics, renders, curves and overlays.
+    run_snakemake(tmp_path, "--report", "report.html")
+    page = (tmp_path / "report.html").read_text()
+    for item in ("summary.html", "metrics.csv", "training_curves.png", "s000.png", "act00.png"):
+        assert item in page
 
     # A mask parameter changes: mask and overlay rerun, nothing upstream.
     config = _synthetic_config()
@@ -139,14 +154,23 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
-        "reconstruct": 1, "all": 1}
+        "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1, "render_recon": 1,
+        "training_curves": 1, "all": 1}
 
     # A training parameter changes: only Pixel2ISDF retrains.
     config = _synthetic_config()
     config["train"]["n_points"] = 32
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "train": 1, "reconstruct": 1, "all": 1}
+        "train": 1, "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1,
+        "render_recon": 1, "training_curves": 1, "all": 1}
+
+    # An evaluation parameter changes: only the scores and their summary.
+    config = _synthetic_config()
+    config["evaluate"]["n_samples"] = 1500
+    write_config(tmp_path, config)
+    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
+        "evaluate": 1, "evaluate_summary": 1, "all": 1}
 
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))

@@ -10,6 +10,7 @@ supersampled anti-aliasing of silhouette pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ from pipeline.synthesize.raycast import (
 )
 
 __all__ = [
-    "Light", "RenderResult", "compute_vertex_normals", "linear_to_srgb", "render",
+    "Light", "RenderResult", "compute_vertex_normals", "linear_to_srgb", "orbit_views", "render",
     "render_mask_depth", "srgb_to_linear", "turntable",
 ]
 
@@ -307,17 +308,51 @@ def turntable(
     lo, hi = v.min(axis=0), v.max(axis=0)
     centre = 0.5 * (lo + hi)
     radius = max(0.5 * float(np.linalg.norm(hi - lo)), 1e-6)
+    alb = np.broadcast_to(np.asarray(albedo, dtype=np.float64), v.shape)
+    azimuths = [start_deg + 360.0 * i / n for i in range(n)]
+    return orbit_views(v, f, alb, azimuths, centre, radius, size=size,
+                       elevation_deg=elevation_deg, fov_deg=fov_deg, background=background)
+
+
+def orbit_views(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    vertex_albedo: np.ndarray,
+    azimuths_deg: Sequence[float],
+    centre: np.ndarray,
+    radius: float,
+    size: int = 512,
+    elevation_deg: float = 10.0,
+    fov_deg: float = 20.0,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> list[np.ndarray]:
+    """Views of a mesh with per-vertex colours from cameras on a circle about +Z.
+
+    Every camera looks at ``centre`` from the distance at which a sphere of ``radius`` fills
+    the image, so meshes drawn with the same ``centre`` and ``radius`` line up pixel for
+    pixel. Azimuth 0 deg = +X; the canonical body faces -Y (-90 deg is its front). A
+    head-light from each camera, raised, lights it; no shadows.
+
+    Args:
+        vertex_albedo: ``(V, 3)`` sRGB in [0, 1]. centre: ``(3,)`` metres.
+
+    Returns:
+        one ``(size, size, 3)`` uint8 image per azimuth (the background alone when the mesh
+        has no faces).
+    """
+    v, f = check_mesh(vertices, faces)
     dist = 1.05 * radius / np.sin(np.deg2rad(fov_deg) / 2.0)
     K = intrinsics_from_fov(fov_deg, size, size)
-    alb = np.broadcast_to(np.asarray(albedo, dtype=np.float64), v.shape)
-    vn = compute_vertex_normals(v, f)
+    alb = np.asarray(vertex_albedo, dtype=np.float64)
+    vn = compute_vertex_normals(v, f) if len(f) else np.zeros_like(v)
     bg = np.broadcast_to(np.asarray(background, dtype=np.uint8), (size, size, 3)).copy()
     images = []
     el = np.deg2rad(elevation_deg)
-    for i in range(n):
-        az = np.deg2rad(start_deg + 360.0 * i / n)
+    for azimuth in azimuths_deg:
+        az = np.deg2rad(azimuth)
         offset = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        cam = look_at(centre + dist * offset, centre, K=K, width=size, height=size)
+        cam = look_at(np.asarray(centre) + dist * offset, np.asarray(centre), K=K, width=size,
+                      height=size)
         light = Light(direction=offset + np.array([0.0, 0.0, 0.8]), intensity=0.85, ambient=0.3)
         images.append(render(v, f, alb, cam, bg, light, vertex_normals=vn, shadows=False).rgb)
     return images

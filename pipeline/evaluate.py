@@ -1,0 +1,233 @@
+"""The ``evaluate`` stage: a reconstruction scored against the truth, beside two baselines.
+
+Per subject (:func:`run`): the model's canonical mesh (``recon/<model>/<subject>.ply``), and
+two baselines scored by the same code against the same truth
+(``truth/<subject>/canonical_clothed.ply``):
+
+- ``fitted_body``: the fitted naked canonical body from the subject's cache (what the body
+  prior alone gives, with no network);
+- ``truth_body``: the truth naked body (``truth/<subject>/canonical_body.ply``), the best a
+  naked-body prior could do.
+
+Writes ``eval/<model>/<subject>.json``. The summary (:func:`summarize`) gathers every subject
+into ``metrics.csv`` (one row per subject and mesh, then the means per split), a Markdown
+table and the same table as HTML for the Snakemake report. A model that does not beat the
+fitted naked body's Chamfer distance is reported as such. Metrics: :mod:`pipeline.metrics`,
+definitions in docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.cache_io import canonical_body
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, read_json, write_json
+from pipeline.meshio import read_ply
+from pipeline.metrics import SurfaceMetrics, compare_meshes, load_truth, markdown_table
+
+log = logging.getLogger(__name__)
+
+MESHES = ("model", "fitted_body", "truth_body")
+"""Rows of every subject's table: the reconstruction, then the two baselines."""
+
+MESH_LABELS = {"model": "{model}", "fitted_body": "baseline: fitted naked body",
+               "truth_body": "baseline: truth naked body"}
+
+METRIC_FIELDS = tuple(f.name for f in fields(SurfaceMetrics) if f.name not in
+                      ("n_samples", "surface"))
+"""The numeric scores, in table order."""
+
+
+def prediction(mesh: Path, recon: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The reconstruction's arrays; empty when its report says it has no surface."""
+    if not recon.get("surface", False):
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    if not mesh.is_file():
+        raise PipelineError(f"reconstruction {mesh} is missing (its report says it has a "
+                            "surface); rerun the reconstruct rule")
+    loaded = read_ply(mesh)
+    return np.asarray(loaded.vertices, dtype=np.float64), np.asarray(loaded.faces, np.int64)
+
+
+def _compare(pred: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray],
+             params: Mapping[str, Any]) -> SurfaceMetrics:
+    return compare_meshes(*pred, *truth, n_samples=params["n_samples"], n_iou=params["n_iou"],
+                          iou_padding=params["iou_padding"], seed=params["seed"],
+                          mvp_samples=params["mvp_samples"])
+
+
+def run(*, mesh: Path, recon: Path, truth: Path, truth_body: Path, cache: Path, output: Path,
+        model: str = "pixel2isdf", params: dict[str, Any]) -> dict[str, Any]:
+    """Score one subject's reconstruction and both baselines against its truth mesh.
+
+    Raises:
+        PipelineError: naming the file, when the truth (clothed or naked) is missing or not
+            closed, or the reconstruction or cache cannot be read.
+    """
+    start = time.perf_counter()
+    report = read_json(recon)
+    truth_mesh = load_truth(truth)
+    meshes = {"model": prediction(mesh, report), "fitted_body": canonical_body(cache),
+              "truth_body": load_truth(truth_body)}
+    metrics = {name: _compare(arrays, truth_mesh, params) for name, arrays in meshes.items()}
+    ours, prior = metrics["model"], metrics["fitted_body"]
+    beats = bool(ours.surface and ours.chamfer_cm < prior.chamfer_cm)
+    summary = {
+        "subject": report.get("subject", mesh.stem), "split": report.get("split", "test"),
+        "model": model, "surface": ours.surface, "truth": str(truth),
+        "metrics": {name: m.to_dict() for name, m in metrics.items()},
+        "beats_fitted_body": beats, "n_views": report.get("n_views"),
+        "seconds": round(time.perf_counter() - start, 3)}
+    write_json(output, summary)
+    verdict = "beats" if beats else "does NOT beat"
+    log.info("%s (%s): Chamfer %.2f cm (%s the fitted naked body's %.2f cm), %.1f s",
+             summary["subject"], summary["split"], ours.chamfer_cm, verdict, prior.chamfer_cm,
+             summary["seconds"])
+    return summary
+
+
+def _metrics_of(record: Mapping[str, Any]) -> SurfaceMetrics:
+    values = {k: (math.nan if record.get(k) is None else float(record[k]))
+              for k in METRIC_FIELDS}
+    return SurfaceMetrics(**values, n_samples=int(record["n_samples"]),
+                          surface=bool(record["surface"]))
+
+
+def mean_metrics(rows: Sequence[SurfaceMetrics]) -> SurfaceMetrics:
+    """The mean of each score over the rows that have a surface (IoU over all rows: a mesh
+    with no surface has IoU 0); ``surface`` is False only when no row has one."""
+    with_surface = [m for m in rows if m.surface]
+    means = {}
+    for name in METRIC_FIELDS:
+        pool = rows if name == "iou" else with_surface
+        means[name] = float(np.mean([getattr(m, name) for m in pool])) if pool else math.nan
+    return SurfaceMetrics(**means, n_samples=rows[0].n_samples, surface=bool(with_surface))
+
+
+def _load_reports(reports: Sequence[Path]) -> list[dict[str, Any]]:
+    loaded = []
+    for path in reports:
+        data = read_json(path)
+        missing = {"subject", "split", "model", "metrics"} - set(data)
+        if missing or set(data.get("metrics", {})) != set(MESHES):
+            raise PipelineError(f"{path} is not an evaluation report (missing "
+                                f"{sorted(missing) or 'per-mesh metrics'})")
+        loaded.append(data)
+    return sorted(loaded, key=lambda d: (d["split"] != "test", d["subject"]))
+
+
+def _csv_text(rows: Sequence[tuple[str, str, str, SurfaceMetrics]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["subject", "split", "mesh", "surface", *METRIC_FIELDS, "n_samples"])
+    for subject, split, mesh, m in rows:
+        values = ["" if math.isnan(getattr(m, k)) else f"{getattr(m, k):.6g}"
+                  for k in METRIC_FIELDS]
+        writer.writerow([subject, split, mesh, m.surface, *values, m.n_samples])
+    return out.getvalue()
+
+
+def _verdicts(model: str, means: Mapping[str, dict[str, SurfaceMetrics]],
+              counts: Mapping[str, tuple[int, int, int]]) -> list[str]:
+    lines = []
+    for split, by_mesh in means.items():
+        ours, prior = by_mesh["model"], by_mesh["fitted_body"]
+        n, beaten, no_surface = counts[split]
+        if not ours.surface:
+            lines.append(f"- {split}: {model} has no surface on any of {n} subject(s).")
+            continue
+        verdict = ("beats" if ours.chamfer_cm < prior.chamfer_cm
+                   else "**does not beat**")
+        lines.append(f"- {split}: {model} {verdict} the fitted naked body on mean Chamfer "
+                     f"({ours.chamfer_cm:.2f} cm against {prior.chamfer_cm:.2f} cm); it beats "
+                     f"it on {beaten} of {n} subject(s)"
+                     + (f"; {no_surface} had no surface" if no_surface else "") + ".")
+    return lines
+
+
+def _html_table(markdown: str, title: str) -> str:
+    """A Markdown pipe table (and its bullet lines) as a standalone HTML page."""
+    body = []
+    for block in markdown.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.strip()]
+        if lines and lines[0].startswith("|"):
+            cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines
+                     if not set(ln) <= set("|-: ")]
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+                           + "</tr>" for row in cells[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif lines and lines[0].startswith("#"):
+            body.append(f"<h2>{html.escape(lines[0].lstrip('# '))}</h2>")
+            if lines[1:]:
+                body.append(f"<p>{html.escape(' '.join(lines[1:]))}</p>")
+        elif lines:
+            items = "".join(f"<li>{html.escape(ln.lstrip('- ').replace('**', ''))}</li>"
+                            for ln in lines)
+            body.append(f"<ul>{items}</ul>")
+    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;"
+             "margin-bottom:1.5em}th,td{border:1px solid #bbb;padding:3px 8px;"
+             "text-align:right}th:first-child,td:first-child{text-align:left}"
+             "th{background:#eee}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+            + "".join(body) + "</body></html>\n")
+
+
+def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_output: Path,
+              params: dict[str, Any]) -> dict[str, Any]:
+    """Gather per-subject reports into ``metrics.csv``, a Markdown and an HTML summary.
+
+    The means are per split (test first); the Markdown holds one table of means per split,
+    one table per subject, and a line per split saying whether the model beats the fitted
+    naked body.
+    """
+    del params  # the summary has no parameters of its own; the rule passes the section
+    loaded = _load_reports(reports)
+    if not loaded:
+        raise PipelineError("evaluate summary: no per-subject report given")
+    model = loaded[0]["model"]
+    rows, means, counts = [], {}, {}
+    sections = [f"# Evaluation of {model}", "Distances in cm, lower is better; NC, F-scores "
+                "and IoU higher is better (docs/evaluation.md)."]
+    for split in dict.fromkeys(d["split"] for d in loaded):
+        group = [d for d in loaded if d["split"] == split]
+        per_mesh = {mesh: [_metrics_of(d["metrics"][mesh]) for d in group] for mesh in MESHES}
+        for d in group:
+            for mesh in MESHES:
+                rows.append((d["subject"], split, mesh, _metrics_of(d["metrics"][mesh])))
+        means[split] = {mesh: mean_metrics(ms) for mesh, ms in per_mesh.items()}
+        for mesh in MESHES:
+            rows.append(("mean", split, mesh, means[split][mesh]))
+        counts[split] = (len(group), sum(bool(d["beats_fitted_body"]) for d in group),
+                         sum(not d["surface"] for d in group))
+        subjects = ", ".join(d["subject"] for d in group)
+        sections.append(f"## {split} subjects: mean over {len(group)} ({subjects})")
+        sections.append(markdown_table([(MESH_LABELS[m].format(model=model),
+                                         means[split][m]) for m in MESHES]).rstrip())
+    sections.append("\n".join(_verdicts(model, means, counts)))
+    for d in loaded:
+        sections.append(f"## {d['subject']} ({d['split']}, {d['n_views']} views)")
+        sections.append(markdown_table([(MESH_LABELS[m].format(model=model),
+                                         _metrics_of(d["metrics"][m])) for m in MESHES]
+                                       ).rstrip())
+    text = "\n\n".join(sections) + "\n"
+    with atomic_path(csv_output) as tmp:
+        tmp.write_text(_csv_text(rows), encoding="utf-8")
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(html_output) as tmp:
+        tmp.write_text(_html_table(text, f"Evaluation of {model}"), encoding="utf-8")
+    return {split: {mesh: m.to_dict() for mesh, m in by.items()} for split, by in means.items()}
