@@ -24,8 +24,8 @@ PAGES = {
     "metrics": ["Metrics", "Tables", "pixel2isdf"],
     "reconstruction": ["Reconstructions", "pixel2isdf", "@first"],
     "training": ["Training", "training curves"],
-    "body_fit": ["Body fit", "@first", "@first"],
-    "preprocessing": ["Preprocessing", "@first", "@first"],
+    "body_fit": ["Body fit", "@first", "act00"],
+    "preprocessing": ["Preprocessing", "@first", "act00"],
 }
 """Page name → the menu entries clicked in turn (``@first``: the first entry of the list)."""
 
