@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.pixel2isdf.fusion import ViewFusion, masked_mean_var
-from models.pixel2isdf.losses import eikonal, sdf_gradient, sdf_losses, sign_accuracy, truncated_l2
-from models.pixel2isdf.projection import (
+from models.blocks.projection import (
     pixel_to_grid,
     project_calibrated,
     project_weak_perspective,
     sample_vertex_features,
 )
+from models.pixel2isdf.fusion import ViewFusion, masked_mean_var
+from models.pixel2isdf.losses import eikonal, sdf_gradient, sdf_losses, sign_accuracy, truncated_l2
 from models.pixel2isdf.sdf_head import SDFHead, positional_encoding
 from pipeline.camera import Camera
 

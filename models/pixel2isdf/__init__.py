@@ -1,7 +1,7 @@
 """Pixel2ISDF (first report): the network, its blocks and its factory.
 
 ``get_model(cfg)`` builds the network from the run config's ``model`` mapping; every block is
-importable on its own (``normal_net``, ``projection``, ``fusion``, ``diffusion``, ``sdf_head``,
+importable on its own (``normal_net``, ``fusion``, ``diffusion``, ``sdf_head``,
 ``losses``). Shapes and the departures from the report: docs/model.md.
 """
 

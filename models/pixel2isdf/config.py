@@ -4,25 +4,15 @@ network)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-T = TypeVar("T")
+from models.config import from_mapping
+
+__all__ = ["INPUTS", "NormalNetConfig", "Pixel2ISDFConfig", "from_mapping"]
 
 INPUTS = ("normal", "image", "image_normal", "oracle_normal")
 """What the geometry network sees: the predicted normal map (the method), the masked image
 (the "w/o normal map" ablation), both, or the truth normal map (an oracle ablation)."""
-
-
-def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys (a typo is an error)."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown keys {unknown}")
-    return cls(**dict(values))
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.blocks.images import as_float_image, resize
+from models.blocks.projection import sample_vertex_features
 from models.blocks.resunet import ResUNet34, load_torchvision_resnet34
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig
 from models.pixel2isdf.diffusion import SparseConvNet
 from models.pixel2isdf.fusion import ViewFusion
 from models.pixel2isdf.normal_net import NormalNet, decode_normals
-from models.pixel2isdf.projection import sample_vertex_features
 from models.pixel2isdf.sdf_head import SDFHead
 from models.sparse import densify, sample_levels, voxelize
 from models.timing import NULL_TIMER, SectionTimer
@@ -64,19 +65,6 @@ def body_cube(vertices: torch.Tensor, padding: float, resolution: int) -> tuple[
     half = (hi - lo).amax(dim=1) / 2 * (1 + 2 * padding)
     voxel = 2 * half / (resolution - 1)
     return centre - half[:, None], voxel, centre, half
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, C, S, S)`` → ``(B, C, size, size)`` (antialiased bilinear; identity if equal)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=True)
-
-
-def as_float_image(x: torch.Tensor) -> torch.Tensor:
-    """uint8 0–255 or float [0, 1] images → float32 [0, 1]."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 class Pixel2ISDF(nn.Module):

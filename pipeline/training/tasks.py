@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.blocks.images import as_float_image, resize
 from models.data import Pixel2ISDFDataset, ViewDataset
 from models.pixel2isdf import get_model, get_normal_net
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig, from_mapping
 from models.pixel2isdf.losses import sdf_gradient, sdf_losses, sign_accuracy
-from models.pixel2isdf.model import as_float_image, resize
 from models.pixel2isdf.normal_net import decode_normals, normal_loss
 from models.timing import SectionTimer
 from pipeline.errors import PipelineError

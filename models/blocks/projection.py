@@ -1,4 +1,5 @@
-"""Pixel-aligned features of the posed body vertices (report §3.1).
+"""Projection of world points into calibrated or weak-perspective crops, and pixel-aligned
+feature sampling (shared by Pixel2ISDF, report §3.1, and PIFu).
 
 Every posed fitted body vertex of a view's action is projected with that view's camera and
 the view's feature map is sampled there bilinearly. Conventions (docs/conventions.md): OpenCV

@@ -1,0 +1,22 @@
+"""PIFu and Temporal PIFu (second report): the network, its blocks and its factory.
+
+``get_model(cfg)`` builds either from a ``PifuConfig`` mapping (``temporal: true`` for the
+temporal one). Blocks: ``hgfilter`` (stacked hourglasses), ``classifier`` (the residual
+Conv1d MLP), ``model`` (projection into the frames, z feature, losses). docs/pifu.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from models.config import from_mapping
+from models.pifu.config import PifuConfig
+from models.pifu.model import PifuNet, pifu_loss
+
+__all__ = ["PifuConfig", "PifuNet", "get_model", "pifu_loss"]
+
+
+def get_model(cfg: Mapping[str, Any]) -> PifuNet:
+    """PIFu (or Temporal PIFu) from a ``PifuConfig`` mapping."""
+    return PifuNet(from_mapping(PifuConfig, cfg))
