@@ -27,7 +27,7 @@ def _batch(frames: int | None, b: int = 2) -> dict[str, torch.Tensor]:
 
 
 def test_paper_classifier_widths() -> None:
-    widths = [(l.in_channels, l.out_channels) for l in get_model({}).classifier.layers]
+    widths = [(layer.in_channels, layer.out_channels) for layer in get_model({}).classifier.layers]
     assert widths == [(257, 1024), (1281, 512), (769, 256), (513, 128), (385, 1)]
     temporal = get_model({"temporal": True}).classifier.layers
     assert temporal[0].in_channels == 769 and temporal[1].in_channels == 1024 + 769
@@ -41,7 +41,7 @@ def test_hgfilter_gives_one_quarter_map_per_stack() -> None:
 def test_classifier_layers_read_the_input_again() -> None:
     torch.manual_seed(0)
     clf = SurfaceClassifier(5, [4, 3])
-    assert [l.in_channels for l in clf.layers] == [5, 4 + 5, 3 + 5]
+    assert [layer.in_channels for layer in clf.layers] == [5, 4 + 5, 3 + 5]
     with torch.no_grad():  # cut the first layer: the output still depends on the input
         clf.layers[0].weight.zero_()
         clf.layers[0].bias.zero_()
@@ -56,7 +56,7 @@ def test_logits_per_stack_and_occupancy_shapes(temporal: bool) -> None:
     batch = _batch(3 if temporal else None)
     points = torch.rand(2, 20, 3) * 0.2 - 0.1
     logits, inside = model.logits(batch, points)
-    assert len(logits) == 2 and all(l.shape == (2, 20) for l in logits)
+    assert len(logits) == 2 and all(x.shape == (2, 20) for x in logits)
     assert inside.all()
     occ = model(batch, points)
     assert occ.shape == (2, 20) and ((occ >= 0) & (occ <= 1)).all()
@@ -72,7 +72,7 @@ def test_intermediate_supervision_is_the_mean_over_stacks() -> None:
     labels = torch.tensor([[1.0, 0.0, 1.0]])
     logits = [torch.tensor([[2.0, -1.0, 0.0]]), torch.tensor([[0.0, 0.0, 3.0]])]
     inside = torch.ones(1, 3, dtype=torch.bool)
-    expected = torch.stack([((torch.sigmoid(l) - labels) ** 2).mean() for l in logits]).mean()
+    expected = torch.stack([((torch.sigmoid(x) - labels) ** 2).mean() for x in logits]).mean()
     torch.testing.assert_close(pifu_loss(model, logits, inside, labels), expected)
     # every stack's head gets a gradient: the first stack is supervised too
     batch, points = _batch(None, b=1), torch.rand(1, 8, 3) * 0.1
