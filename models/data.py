@@ -2,8 +2,9 @@
 
 * ``Pixel2ISDFDataset``: K views of a subject drawn across all its actions (the multi-view
   multi-pose input of Pixel2ISDF) with SDF samples around the canonical clothed surface.
-* ``PifuDataset``: one view with inside/outside samples around that action's posed clothed
-  surface, or (``temporal=True``) the same view in a window of consecutive frames.
+* ``ViewDataset``: single views with their truth normal maps (the normal network).
+* PIFu's dataset is ``models.pifu.data.PifuDataset``, on the same ``CacheFiles`` and
+  ``ViewItems``.
 
 Both are deterministic: item ``i`` draws from ``np.random.default_rng((seed, i))`` only, so
 a batch does not depend on the worker that loads it nor on ``num_workers``. HDF5 files are
@@ -32,7 +33,7 @@ from pipeline.cache_io import CacheIndex, load_index, open_cache
 from pipeline.errors import PipelineError
 
 
-class _Caches:
+class CacheFiles:
     """Per-process lazy handles on the cache files and the small arrays read from them."""
 
     def __init__(self, paths: Sequence[str | Path], in_memory: bool = False) -> None:
@@ -151,7 +152,8 @@ def _to_tensors(images: np.ndarray, alphas: np.ndarray,
     return torch.from_numpy(out), torch.from_numpy(alpha)
 
 
-def _cameras(caches: _Caches, s: int, index: CacheIndex, rows: np.ndarray) -> dict[str, Any]:
+def camera_tensors(caches: CacheFiles, s: int, index: CacheIndex,
+                   rows: np.ndarray) -> dict[str, Any]:
     """``camera_<key>`` tensors of ``rows``: K, R ``(T, 3, 3)``, t ``(T, 3)`` (calibrated) or
     R ``(T, 3, 3)``, scale ``(T,)``, trans ``(T, 2)`` (weak perspective)."""
     return {f"camera_{k}": torch.from_numpy(caches.array(s, f"camera/{k}")[rows].copy())
@@ -190,7 +192,7 @@ class Pixel2ISDFDataset(Dataset):
                  in_memory: bool = False, with_normals: bool = False) -> None:
         if n_views < 1 or n_points < 1 or samples_per_subject < 1:
             raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
-        self.caches = _Caches(paths, in_memory)
+        self.caches = CacheFiles(paths, in_memory)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
         self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
@@ -218,7 +220,7 @@ class Pixel2ISDFDataset(Dataset):
         extra = {"normals": self.caches.normals(s, rows)} if self.with_normals else {}
         return {
             **extra,
-            "images": images, "alphas": alphas, **_cameras(self.caches, s, index, rows),
+            "images": images, "alphas": alphas, **camera_tensors(self.caches, s, index, rows),
             "posed_vertices": torch.from_numpy(self.caches.array(s, "posed_vertices")[actions]),
             "canonical_vertices": torch.from_numpy(
                 self.caches.array(s, "canonical_vertices").copy()),
@@ -230,7 +232,7 @@ class Pixel2ISDFDataset(Dataset):
         }
 
 
-class _ViewItems(Dataset):
+class ViewItems(Dataset):
     """A dataset with one item per (subject, row) in ``self.items``."""
 
     items: list[tuple[int, int]]
@@ -245,7 +247,7 @@ class _ViewItems(Dataset):
         return self.items[i]
 
 
-class ViewDataset(_ViewItems):
+class ViewDataset(ViewItems):
     """Single views with their truth normal maps: the normal network's training data.
 
     One item per ``view_ok`` view of every subject: ``images`` (3, S, S) and ``alphas``
@@ -258,7 +260,7 @@ class ViewDataset(_ViewItems):
 
     def __init__(self, paths: Sequence[str | Path], *, uint8_images: bool = False,
                  in_memory: bool = False) -> None:
-        self.caches = _Caches(paths, in_memory)
+        self.caches = CacheFiles(paths, in_memory)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.uint8_images = uint8_images
         for s, index in enumerate(self.indexes):
@@ -277,86 +279,3 @@ class ViewDataset(_ViewItems):
                 "normals": self.caches.normals(s, [row])[0],
                 "subject_index": torch.tensor(s, dtype=torch.int64),
                 "view_index": torch.tensor(row, dtype=torch.int64)}
-
-
-def temporal_rows(index: CacheIndex, row: int, window: int) -> list[int]:
-    """Rows of the same view in the ``window`` frames centred on ``row``'s action.
-
-    Frames are the subject's actions sorted by name. A frame before the first or after the
-    last is clamped to the end; a frame where that view is absent or flagged (``view_ok``
-    false) is replaced by the nearest frame towards the centre that has it (at worst the
-    centre itself). Returns ``window`` rows, oldest first.
-    """
-    order = sorted(index.actions.tolist())
-    view = str(index.view_names[row])
-    centre = order.index(str(index.actions[index.action_index[row]]))
-    rows = []
-    for offset in range(-(window // 2), window // 2 + 1):
-        t = min(max(centre + offset, 0), len(order) - 1)
-        while True:
-            found = index.find_view(order[t], view)
-            if found is not None and index.view_ok[found]:
-                rows.append(found)
-                break
-            t += 1 if t < centre else -1
-    return rows
-
-
-class PifuDataset(_ViewItems):
-    """One item per ``view_ok`` view of every subject (whose action has PIFu targets).
-
-    Item: ``images`` (3, S, S) float32 in [0, 1], ``alphas`` (1, S, S), ``camera_*`` of the
-    view, ``points`` (P, 3) posed (world) space samples around the action's truth clothed mesh,
-    ``inside`` (P,) float32 1/0 labels; ``view_index``, ``action_index``, ``subject_index``.
-    With ``temporal=True`` images, alphas and cameras gain a leading frame axis T = ``window``
-    (``temporal_rows``: the same view in frames t-1, t, t+1 for window 3, clamped) and the
-    points are those of the centre frame; ``view_index``/``action_index`` are then (T,).
-
-    Args:
-        paths: cache files, one per subject.
-        temporal: return a window of frames. window: odd frame count (default 3).
-        n_points: P points per item. seed: base of every draw.
-        uint8_images: return images and alphas as uint8 0–255.
-        in_memory: keep each subject's decoded images in every process after first use.
-    """
-
-    def __init__(self, paths: Sequence[str | Path], *, temporal: bool = False, window: int = 3,
-                 n_points: int = 5_000, seed: int = 0, uint8_images: bool = False,
-                 in_memory: bool = False) -> None:
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"window must be an odd number >= 1, got {window}")
-        if n_points < 1:
-            raise ValueError("n_points must be >= 1")
-        self.caches = _Caches(paths, in_memory)
-        self.indexes = [load_index(p) for p in self.caches.paths]
-        self.temporal, self.window, self.n_points, self.seed = temporal, window, n_points, seed
-        self.uint8_images = uint8_images
-        self.items: list[tuple[int, int]] = []
-        for s, index in enumerate(self.indexes):
-            with_targets = set(index.pifu_actions)
-            self.items += [(s, int(r)) for r in index.ok_views()
-                           if index.actions[index.action_index[r]] in with_targets]
-        if not self.items:
-            raise PipelineError("no cache file among " + ", ".join(map(str, self.caches.paths))
-                                + " has a view_ok view with PIFu targets (cache.n_pifu_points)")
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        s, row = self._item(i)
-        index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
-        rows = np.asarray(temporal_rows(index, row, self.window) if self.temporal else [row])
-        images, alphas = self.caches.tensors(s, rows, self.uint8_images)
-        cameras = _cameras(self.caches, s, index, rows)
-        action = str(index.actions[index.action_index[row]])
-        pool = self.caches.array(s, f"pifu/{action}/points")
-        pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
-        inside = self.caches.array(s, f"pifu/{action}/inside")[pick]
-        out = {"images": images, "alphas": alphas, **cameras,
-               "points": torch.from_numpy(pool[pick]),
-               "inside": torch.from_numpy(inside.astype(np.float32)),
-               "view_index": torch.from_numpy(rows.astype(np.int64)),
-               "action_index": torch.from_numpy(index.action_index[rows].astype(np.int64)),
-               "subject_index": torch.tensor(s, dtype=torch.int64)}
-        if not self.temporal:
-            out = {k: (v[0] if k not in ("points", "inside", "subject_index") else v)
-                   for k, v in out.items()}
-        return out

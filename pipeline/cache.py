@@ -52,6 +52,8 @@ class CacheParams:
     sigmas: tuple[float, ...] = (0.01, 0.05)
     uniform_fraction: float = 0.2
     padding: float = 0.1
+    pifu_sigma: float = 0.05
+    pifu_uniform_fraction: float = 1.0 / 17.0
     compression: str = "lzf"
     compression_level: int = 4
     oracle_normals: bool = True
@@ -243,13 +245,16 @@ def _write_targets(h5: h5py.File, canonical: tuple[np.ndarray, np.ndarray],
         _array(group, "points", points.astype(np.float32), p)
         _array(group, "normals", normals.astype(np.float32), p)
         bar.update()
+        # PIFu's pool: 4N surface points + N(0, 5 cm) and N/4 uniform in the box (1/17)
+        pifu_sampling = {"uniform_fraction": p.pifu_uniform_fraction,
+                         "sigmas": [p.pifu_sigma], "padding": p.padding}
         for action, (vertices, faces) in posed.items():
-            drawn = sample_sdf_points(vertices, faces, p.n_pifu_points, **sampling,
+            drawn = sample_sdf_points(vertices, faces, p.n_pifu_points, **pifu_sampling,
                                       rng=stream(p.seed, subject, f"pifu/{action}"),
                                       name=names[action])
             inside = np.signbit(drawn["sdf"])  # == sdf.occupancy (same winding-number test)
             group = h5.create_group(f"pifu/{action}")
-            group.attrs.update(json_attrs(sampling))
+            group.attrs.update(json_attrs(pifu_sampling))
             _array(group, "points", drawn["points"], p)
             _array(group, "inside", inside, p)
             _array(group, "kind", drawn["kind"], p)

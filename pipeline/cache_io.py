@@ -15,8 +15,9 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 
-SCHEMA_VERSION = 1
-"""Layout version; bump it whenever a dataset or attribute changes name, shape or meaning."""
+SCHEMA_VERSION = 2
+"""Layout version; bump it whenever a dataset or attribute changes name, shape or meaning.
+2: the PIFu targets follow PIFu's sampling (one σ of 5 cm, 1/17 uniform)."""
 
 SCHEMA = f"pixel2isdf.cache/{SCHEMA_VERSION}"
 

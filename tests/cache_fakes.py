@@ -43,14 +43,15 @@ def _png(path: Path, pixels: np.ndarray) -> None:
 def make_subject(root: Path, *, n_actions: int = 2, views: tuple[str, ...] = ("cam0", "cam1"),
                  missing: tuple[tuple[int, str], ...] = (),
                  flagged: tuple[tuple[int, str], ...] = (), size: int = 64,
-                 normals: bool = True, seed: int = 0) -> dict[str, Path]:
+                 normals: bool = True, seed: int = 0, clip: str | None = None) -> dict[str, Path]:
     """Write a subject under ``root``; return the ``build_cache`` path arguments.
 
     ``missing`` (action, view) pairs have no person (padding in the fit, ``no_person`` in
-    crop.json); ``flagged`` pairs have ``view_ok`` false.
+    crop.json); ``flagged`` pairs have ``view_ok`` false. ``clip``: name the actions as the
+    frames of one clip (``<clip>_f00``, ...) instead of ``act00``, ...
     """
     rng = np.random.default_rng(seed)
-    actions = [f"act{a:02d}" for a in range(n_actions)]
+    actions = [f"act{a:02d}" if clip is None else f"{clip}_f{a:02d}" for a in range(n_actions)]
     body_v, body_f = sphere(BODY_R, 2)
     n_bones = 2
     rows, valid, ok = [], [], []

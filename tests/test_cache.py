@@ -104,6 +104,11 @@ def test_sdf_targets_sign_and_pifu(cached: Path) -> None:
             r = np.linalg.norm(q - offset(a), axis=1)
             clear = np.abs(r - CLOTHED_R) > 0.01
             assert np.array_equal(inside[clear], r[clear] < CLOTHED_R)
+            # PIFu's pool: N/4 uniform per 4N near points (1/17), near points σ = 5 cm
+            kind = h5[f"pifu/act{a:02d}/kind"][()]
+            assert np.sum(kind == 0) == round(1500 / 17)
+            offsets = r[kind == 1] - CLOTHED_R  # radial offset ~ N(0, σ) on a large sphere
+            assert 0.04 < np.std(offsets) < 0.06
 
 
 def test_index_and_oracle_absent(tmp_path: Path) -> None:

@@ -10,17 +10,20 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from models.data import PifuDataset, Pixel2ISDFDataset, temporal_rows
+from models.data import Pixel2ISDFDataset
+from models.pifu.data import PifuDataset, balanced_draw, clip_frames, temporal_rows
 from pipeline.cache_io import load_index, open_cache
 from pipeline.errors import PipelineError
 from tests.cache_fakes import CLOTHED_R, offset
 from tests.cache_fakes import build as build_cache
 
 VIEWS = ("cam0", "cam1", "cam2")
-# Subject a: 3 actions × 3 views; act01/cam1 has no person; act00/cam2 and act02/cam0 flagged.
+# Subject a: a clip of 3 frames × 3 views; frame 1/cam1 has no person; frame 0/cam2 and
+# frame 2/cam0 are flagged. Subject b: a clip of 3 frames × 2 views.
 SUBJECT_A = {"n_actions": 3, "views": VIEWS, "missing": ((1, "cam1"),),
-             "flagged": ((0, "cam2"), (2, "cam0"))}
-SUBJECT_B = {"n_actions": 2, "views": ("cam0", "cam1"), "seed": 1}
+             "flagged": ((0, "cam2"), (2, "cam0")), "clip": "walk"}
+SUBJECT_B = {"n_actions": 3, "views": ("cam0", "cam1"), "seed": 1, "clip": "run"}
+F0, F1, F2 = "walk_f00", "walk_f01", "walk_f02"
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +96,15 @@ def test_deterministic_given_seed(caches: list[Path]) -> None:
 def test_pifu_item(caches: list[Path]) -> None:
     data = PifuDataset(caches, n_points=300)
     index = load_index(caches[0])
-    assert len(data) == int(index.view_ok.sum()) + 4  # subject b: 2 actions × 2 views, all ok
+    assert len(data) == int(index.view_ok.sum()) + 6  # subject b: 3 frames × 2 views, all ok
     item = data[1]
     assert {k: tuple(v.shape) for k, v in item.items()} == {
         "images": (3, 64, 64), "alphas": (1, 64, 64), "camera_K": (3, 3), "camera_R": (3, 3),
-        "camera_t": (3,), "points": (300, 3), "inside": (300,), "view_index": (),
-        "action_index": (), "subject_index": ()}
+        "camera_t": (3,), "points": (300, 3), "inside": (300,), "body_centre": (3,),
+        "view_index": (), "action_index": (), "subject_index": ()}
     a = int(item["action_index"])
+    assert item["inside"].sum() == 150  # balanced, as PIFu
+    np.testing.assert_allclose(item["body_centre"].numpy(), offset(a), atol=1e-6)
     r = (item["points"].numpy() - offset(a)).astype(np.float64)
     radius = np.linalg.norm(r, axis=1)
     clear = np.abs(radius - CLOTHED_R) > 0.01
@@ -112,26 +117,60 @@ def test_temporal_windows_clamp(caches: list[Path]) -> None:
     index = load_index(caches[0])
     row = {(str(index.actions[a]), str(v)): r
            for r, (a, v) in enumerate(zip(index.action_index, index.view_names, strict=True))}
-    # first frame: clamped to itself before; act01/cam1 is missing → replaced by the centre
-    assert temporal_rows(index, row["act00", "cam1"], 3) == [row["act00", "cam1"]] * 3
-    assert temporal_rows(index, row["act00", "cam0"], 3) == [
-        row["act00", "cam0"], row["act00", "cam0"], row["act01", "cam0"]]
-    # last frame: act02/cam0 is flagged, so it never is a centre; act02/cam2 clamps after
-    assert temporal_rows(index, row["act02", "cam2"], 3) == [
-        row["act01", "cam2"], row["act02", "cam2"], row["act02", "cam2"]]
-    # a flagged neighbour (act02/cam0) is replaced by the nearest frame towards the centre
-    assert temporal_rows(index, row["act01", "cam0"], 3) == [
-        row["act00", "cam0"], row["act01", "cam0"], row["act01", "cam0"]]
-    assert temporal_rows(index, row["act01", "cam0"], 5) == [
-        row["act00", "cam0"], row["act00", "cam0"], row["act01", "cam0"],
-        row["act01", "cam0"], row["act01", "cam0"]]
+    # first frame: clamped to itself before; F1/cam1 is missing → replaced by the centre
+    assert temporal_rows(index, row[F0, "cam1"], 3) == [row[F0, "cam1"]] * 3
+    assert temporal_rows(index, row[F0, "cam0"], 3) == [
+        row[F0, "cam0"], row[F0, "cam0"], row[F1, "cam0"]]
+    # last frame: F2/cam0 is flagged, so it never is a centre; F2/cam2 clamps after
+    assert temporal_rows(index, row[F2, "cam2"], 3) == [
+        row[F1, "cam2"], row[F2, "cam2"], row[F2, "cam2"]]
+    # a flagged neighbour (F2/cam0) is replaced by the nearest frame towards the centre
+    assert temporal_rows(index, row[F1, "cam0"], 3) == [
+        row[F0, "cam0"], row[F1, "cam0"], row[F1, "cam0"]]
+    assert temporal_rows(index, row[F1, "cam0"], 5) == [
+        row[F0, "cam0"], row[F0, "cam0"], row[F1, "cam0"],
+        row[F1, "cam0"], row[F1, "cam0"]]
     data = PifuDataset(caches[:1], temporal=True, n_points=10)
     item = data[0]
     assert item["images"].shape == (3, 3, 64, 64) and item["alphas"].shape == (3, 1, 64, 64)
     assert item["camera_K"].shape == (3, 3, 3) and item["view_index"].shape == (3,)
+    assert item["body_centre"].shape == (3,)
     assert item["view_index"].tolist() == temporal_rows(index, data.items[0][1], 3)
     with pytest.raises(ValueError, match="odd"):
         PifuDataset(caches, temporal=True, window=2)
+
+
+def test_clips_are_frames_in_order() -> None:
+    actions = ["b_f10", "a_f02", "a_f00", "pose", "a_f01", "b_f09"]
+    assert clip_frames(actions, "a_f01") == ["a_f00", "a_f01", "a_f02"]
+    assert clip_frames(actions, "b_f10") == ["b_f09", "b_f10"]  # numeric frame order
+    assert clip_frames(actions, "pose") == ["pose"]  # not a frame: a clip of one
+
+
+def test_clip_shorter_than_the_window_is_refused(caches: list[Path], tmp_path: Path) -> None:
+    poses = build_cache(tmp_path / "p", n_actions=3, views=("cam0",))  # act00..: not a clip
+    with pytest.raises(PipelineError, match=r"clip 'act00' has 1 frame\(s\), fewer than the "
+                                            r"temporal window of 3"):
+        PifuDataset([poses], temporal=True)
+    with pytest.raises(PipelineError, match="clip 'walk' has 3 frame"):
+        PifuDataset(caches[:1], temporal=True, window=5)
+    PifuDataset([poses])  # single-frame PIFu takes independent poses
+
+
+def test_balanced_draw() -> None:
+    rng = np.random.default_rng(0)
+    inside = np.array([True] * 3 + [False] * 97)
+    pick = balanced_draw(inside, 10, rng)
+    assert len(pick) == 10 and inside[pick].sum() == 5  # 3 inside drawn with replacement
+    one_class = balanced_draw(np.ones(4, bool), 6, rng)  # no outside sample at all
+    assert len(one_class) == 6 and set(one_class.tolist()) <= {0, 1, 2, 3}
+
+
+def test_cache_without_pifu_targets_is_refused(tmp_path: Path) -> None:
+    none = build_cache(tmp_path / "n", params={"seed": 3, "n_sdf_points": 100,
+                                               "n_surface_points": 50, "n_pifu_points": 0})
+    with pytest.raises(PipelineError, match="n_pifu_points is 0"):
+        PifuDataset([none])
 
 
 @pytest.mark.parametrize("kind", ["pixel2isdf", "pifu"])
