@@ -27,6 +27,7 @@ include: "rules/train.smk"
 include: "rules/reconstruct.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/pifu.smk"
 
 
 rule all:

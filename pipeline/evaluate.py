@@ -157,8 +157,9 @@ def _verdicts(model: str, means: Mapping[str, dict[str, SurfaceMetrics]],
     return lines
 
 
-def _html_table(markdown: str, title: str) -> str:
-    """A Markdown pipe table (and its bullet lines) as a standalone HTML page."""
+def html_page(markdown: str, title: str) -> str:
+    """The Markdown this module writes (headings, pipe tables, bullet lists, paragraphs) as
+    a standalone HTML page."""
     body = []
     for block in markdown.split("\n\n"):
         lines = [ln for ln in block.splitlines() if ln.strip()]
@@ -173,10 +174,12 @@ def _html_table(markdown: str, title: str) -> str:
             body.append(f"<h2>{html.escape(lines[0].lstrip('# '))}</h2>")
             if lines[1:]:
                 body.append(f"<p>{html.escape(' '.join(lines[1:]))}</p>")
-        elif lines:
-            items = "".join(f"<li>{html.escape(ln.lstrip('- ').replace('**', ''))}</li>"
+        elif lines and lines[0].startswith("- "):
+            items = "".join(f"<li>{html.escape(ln[2:].replace('**', ''))}</li>"
                             for ln in lines)
             body.append(f"<ul>{items}</ul>")
+        elif lines:
+            body.append(f"<p>{html.escape(' '.join(lines))}</p>")
     style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;"
              "margin-bottom:1.5em}th,td{border:1px solid #bbb;padding:3px 8px;"
              "text-align:right}th:first-child,td:first-child{text-align:left}"
@@ -229,5 +232,5 @@ def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_out
     with atomic_path(markdown) as tmp:
         tmp.write_text(text, encoding="utf-8")
     with atomic_path(html_output) as tmp:
-        tmp.write_text(_html_table(text, f"Evaluation of {model}"), encoding="utf-8")
+        tmp.write_text(html_page(text, f"Evaluation of {model}"), encoding="utf-8")
     return {split: {mesh: m.to_dict() for mesh, m in by.items()} for split, by in means.items()}

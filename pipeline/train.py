@@ -1,4 +1,5 @@
-"""Training stages: ``train-normal`` (the normal network) and ``train`` (Pixel2ISDF).
+"""Training stages: ``train-normal`` (the normal network), ``train`` (Pixel2ISDF) and
+``train-pifu`` (PIFu or Temporal PIFu).
 
 Both read the per-subject caches (``cache/<subject>.h5``): the training subjects' for the
 draws, the test subjects' for the validation loss. The loop, checkpoints, resume, DDP and
@@ -22,7 +23,7 @@ import h5py
 from pipeline.cache_io import open_cache
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
-from pipeline.training.tasks import NormalTask, Pixel2ISDFTask
+from pipeline.training.tasks import NormalTask, PifuTask, Pixel2ISDFTask
 from pipeline.training.trainer import RunParams, train
 
 log = logging.getLogger(__name__)
@@ -85,3 +86,27 @@ def run(*, train_caches: list[Path], test_caches: Sequence[Path] = (),
     meta["normal_checkpoint"] = str(normal) if extra else None
     return train(task, run_params, output=output, summary=summary,
                  config_hash=run_hash(params, train_caches + test_caches, extra), meta=meta)
+
+
+PIFU_MODELS = ("pifu", "temporal_pifu")
+
+
+def pifu_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The training parameters of one PIFu model from the ``pifu`` section: its ``model``
+    sizes with ``temporal`` set by the model's name, ``n_points``, ``run`` and the seed."""
+    if model not in PIFU_MODELS:
+        raise PipelineError(f"unknown PIFu model {model!r}; expected one of {PIFU_MODELS}")
+    return {"seed": params["seed"], "n_points": params["n_points"], "run": params["run"],
+            "model": {**params["model"], "temporal": model == "temporal_pifu"}}
+
+
+def run_pifu(*, model: str, train_caches: list[Path], test_caches: Sequence[Path] = (),
+             output: Path, summary: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Train ``model`` (``pifu`` or ``temporal_pifu``) on the training subjects' frames."""
+    _check_subjects(train_caches, "train_pifu")
+    test_caches = list(test_caches)
+    train_params = pifu_params(params, model)
+    task = PifuTask(train_params, train_caches, test_caches)
+    return train(task, RunParams(**params["run"]), output=output, summary=summary,
+                 config_hash=run_hash(train_params, train_caches + test_caches),
+                 meta=_meta(params, train_caches, test_caches))

@@ -43,6 +43,7 @@ if STOP_AFTER >= STAGE_ORDER.index("train_normal") and not TRAIN_SUBJECTS:
 wildcard_constraints:
     subject="|".join(re.escape(s) for s in SUBJECTS),
     action=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    pifu_model="pifu|temporal_pifu",
 
 
 def stage_params(section):
@@ -52,6 +53,24 @@ def stage_params(section):
     what depends on it) only. Mirrors pipeline.config.stage_params.
     """
     return json.dumps({"seed": config["seed"], **config[section]}, sort_keys=True)
+
+
+PIFU_MODELS = config["pifu"]["models"]
+
+
+def pifu_train_params(wildcards):
+    """The training part of the pifu section (so that reconstruction settings do not retrain)."""
+    keys = ("model", "n_points", "run")
+    return json.dumps(
+        {"seed": config["seed"], **{k: config["pifu"][k] for k in keys}}, sort_keys=True
+    )
+
+
+def pifu_stage_params(*keys):
+    """The pifu section's parts ``keys`` (all when none) plus the seed, as JSON."""
+    section = config["pifu"]
+    chosen = {k: section[k] for k in keys} if keys else section
+    return json.dumps({"seed": config["seed"], **chosen}, sort_keys=True)
 
 
 def gpus_of(section):
@@ -117,6 +136,8 @@ def all_targets(wildcards):
         targets += expand(
             RESULTS / "recon" / "pixel2isdf" / "{subject}.ply", subject=RECON_SUBJECTS
         )
+    if STOP_AFTER >= STAGE_ORDER.index("cache") and config["pifu"]["enabled"]:
+        targets.append(RESULTS / "eval" / "pifu" / "table2.csv")  # its own branch
     if STOP_AFTER >= STAGE_ORDER.index("evaluate"):
         targets += [
             RESULTS / "eval" / "pixel2isdf" / "metrics.csv",

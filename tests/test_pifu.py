@@ -1,130 +1,142 @@
-"""PIFu and Temporal PIFu networks (models/pifu/): shapes, the residual classifier,
-intermediate supervision, the temporal feature order and the z feature."""
+"""PIFu stages (pipeline/train.py run_pifu, pipeline/pifu.py): both models train, reconstruct
+posed meshes in the camera frame, are scored and tabulated; wrong inputs are refused."""
 
 from __future__ import annotations
 
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from models.pifu import PifuConfig, get_model, pifu_loss
-from models.pifu.classifier import SurfaceClassifier
-from models.pifu.hgfilter import HGFilter
-from models.pifu.model import normalised_depth
+from pipeline.config import validate_config
+from pipeline.errors import PipelineError
+from pipeline.meshio import read_ply
+from pipeline.pifu import evaluate, reconstruct, table
+from pipeline.train import run_pifu
+from pipeline.training.checkpoint import load_checkpoint
+from tests.cache_fakes import CLOTHED_R, build, offset
 
-TINY = {"input_size": 32, "channels": 16, "n_stacks": 2, "hg_depth": 2, "mlp_dims": [32, 16]}
-F_PX, DEPTH, S = 100.0, 2.0, 64
-
-
-def _batch(frames: int | None, b: int = 2) -> dict[str, torch.Tensor]:
-    """Cameras looking down +Z from 2 m; ``frames`` None: PIFu's unframed tensors."""
-    lead = (b,) if frames is None else (b, frames)
-    K = torch.tensor([[F_PX, 0, (S - 1) / 2], [0, F_PX, (S - 1) / 2], [0, 0, 1]])
-    return {"images": torch.rand(*lead, 3, S, S),
-            "camera_K": K.expand(*lead, 3, 3).clone(),
-            "camera_R": torch.eye(3).expand(*lead, 3, 3).clone(),
-            "camera_t": torch.tensor([0.0, 0.0, DEPTH]).expand(*lead, 3).clone(),
-            "body_centre": torch.zeros(b, 3)}
+TINY = {"enabled": True, "n_points": 64, "eval_points": 200, "eval_samples": 500,
+        "model": {"input_size": 32, "channels": 8, "n_stacks": 2, "hg_depth": 1,
+                  "mlp_dims": [16, 8]},
+        "run": {"steps": 3, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2,
+                "log_every": 1, "val_every": 3, "image_every": 3, "val_batches": 1,
+                "device": "cpu", "threads": 1},
+        "reconstruct": {"views": ["cam0"], "resolution": 24, "init_resolution": 6,
+                        "padding": 0.2, "device": "cpu", "threads": 1}}
 
 
-def test_paper_classifier_widths() -> None:
-    widths = [(layer.in_channels, layer.out_channels) for layer in get_model({}).classifier.layers]
-    assert widths == [(257, 1024), (1281, 512), (769, 256), (513, 128), (385, 1)]
-    temporal = get_model({"temporal": True}).classifier.layers
-    assert temporal[0].in_channels == 769 and temporal[1].in_channels == 1024 + 769
+def pifu_params(**overrides) -> dict:
+    config = validate_config({"seed": 3, "pifu": {**TINY, **overrides}})
+    return {"seed": config["seed"], **config["pifu"]}
 
 
-def test_hgfilter_gives_one_quarter_map_per_stack() -> None:
-    maps = HGFilter(n_stacks=3, depth=2, channels=16, norm="group")(torch.rand(2, 3, 32, 32))
-    assert len(maps) == 3 and all(m.shape == (2, 16, 8, 8) for m in maps)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two fake subjects, each a clip of 3 frames × 2 views; both models trained 3 steps."""
+    root = tmp_path_factory.mktemp("pifu")
+    caches = [build(root / f"s{i}", output=root / "cache" / f"s{i}.h5", seed=i, n_actions=3,
+                    clip="walk") for i in range(2)]
+    truth = root / "truth_root"
+    truth.mkdir()
+    (truth / "s").symlink_to(root / "s1" / "truth")  # the test cache's subject is "s"
+    out = {"caches": caches, "truth": truth, "root": root}
+    for model in ("pifu", "temporal_pifu"):
+        ckpt = root / model / "checkpoint.pt"
+        run_pifu(model=model, train_caches=caches[:1], test_caches=caches[1:], output=ckpt,
+                 summary=ckpt.parent / "train.json", params=pifu_params())
+        out[model] = ckpt
+    return out
 
 
-def test_classifier_layers_read_the_input_again() -> None:
-    torch.manual_seed(0)
-    clf = SurfaceClassifier(5, [4, 3])
-    assert [layer.in_channels for layer in clf.layers] == [5, 4 + 5, 3 + 5]
-    with torch.no_grad():  # cut the first layer: the output still depends on the input
-        clf.layers[0].weight.zero_()
-        clf.layers[0].bias.zero_()
-    x = torch.rand(2, 5, 7)
-    assert clf(x).shape == (2, 1, 7)
-    assert not torch.allclose(clf(x), clf(x + 1.0))
+@pytest.mark.parametrize("model", ["pifu", "temporal_pifu"])
+def test_both_models_train_and_validate(trained, model: str) -> None:
+    data = load_checkpoint(trained[model], kind=model)
+    assert data["step"] == 3
+    assert json.loads(data["model_config"])["model"]["temporal"] is (model == "temporal_pifu")
+    summary = json.loads((trained[model].parent / "train.json").read_text())
+    assert set(summary["final_validation"]) >= {
+        "val/iou", "val/mse", "val/precision", "val/recall", "val/accuracy"}
 
 
-@pytest.mark.parametrize("temporal", [False, True])
-def test_logits_per_stack_and_occupancy_shapes(temporal: bool) -> None:
-    model = get_model({**TINY, "temporal": temporal})
-    batch = _batch(3 if temporal else None)
-    points = torch.rand(2, 20, 3) * 0.2 - 0.1
-    logits, inside = model.logits(batch, points)
-    assert len(logits) == 2 and all(x.shape == (2, 20) for x in logits)
-    assert inside.all()
-    occ = model(batch, points)
-    assert occ.shape == (2, 20) and ((occ >= 0) & (occ <= 1)).all()
+def test_a_checkpoint_of_the_other_model_is_refused(trained, tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="holds a 'temporal_pifu' model, expected 'pifu'"):
+        reconstruct(model="pifu", checkpoint=trained["temporal_pifu"],
+                    cache=trained["caches"][1], output=tmp_path / "r", params=pifu_params()
+                    ["reconstruct"] | {"seed": 3})
+    assert not (tmp_path / "r").exists()
 
 
-def test_wrong_frame_count_is_refused() -> None:
-    with pytest.raises(ValueError, match="1 frame\\(s\\) per item, the model expects 3"):
-        get_model({**TINY, "temporal": True}).logits(_batch(None), torch.zeros(2, 4, 3))
+def _recon(trained, model: str, out: Path) -> dict:
+    return reconstruct(model=model, checkpoint=trained[model], cache=trained["caches"][1],
+                       output=out, params={"seed": 3, **pifu_params()["reconstruct"]})
 
 
-def test_intermediate_supervision_is_the_mean_over_stacks() -> None:
-    model = get_model(TINY)
-    labels = torch.tensor([[1.0, 0.0, 1.0]])
-    logits = [torch.tensor([[2.0, -1.0, 0.0]]), torch.tensor([[0.0, 0.0, 3.0]])]
-    inside = torch.ones(1, 3, dtype=torch.bool)
-    expected = torch.stack([((torch.sigmoid(x) - labels) ** 2).mean() for x in logits]).mean()
-    torch.testing.assert_close(pifu_loss(model, logits, inside, labels), expected)
-    # every stack's head gets a gradient: the first stack is supervised too
-    batch, points = _batch(None, b=1), torch.rand(1, 8, 3) * 0.1
-    out, inside = model.logits(batch, points)
-    pifu_loss(model, out, inside, torch.ones(1, 8)).backward()
-    assert model.image_filter.outs[0].weight.grad.abs().sum() > 0
+@pytest.mark.parametrize("model", ["pifu", "temporal_pifu"])
+def test_posed_meshes_per_frame_in_the_camera_frame(trained, model: str,
+                                                    tmp_path: Path) -> None:
+    summary = _recon(trained, model, tmp_path / "r")
+    meshes = summary["meshes"]
+    assert [(m["action"], m["view"]) for m in meshes] == [
+        (f"walk_f0{a}", "cam0") for a in range(3)]
+    written = json.loads((tmp_path / "r" / "recon.json").read_text())
+    assert written["meshes"] == json.loads(json.dumps(meshes))
+    for m in meshes:
+        assert m["queries"] < m["dense_queries"]
+        to_world = np.asarray(m["camera_to_world"])
+        assert np.allclose(to_world[3], [0, 0, 0, 1])
+        assert np.allclose(to_world[:3, :3] @ to_world[:3, :3].T, np.eye(3), atol=1e-6)
+        if m["surface"]:  # within the grid box around the posed body (radius 0.3 + 0.2)
+            verts = np.asarray(read_ply(tmp_path / "r" / m["file"]).vertices)
+            world = verts @ to_world[:3, :3].T + to_world[:3, 3]
+            a = int(m["action"][-1])
+            assert np.abs(world - offset(a)).max() <= 0.3 + 0.2 + 1e-3
 
 
-def test_tanh_trains_on_plus_minus_one() -> None:
-    model = get_model({**TINY, "last_op": "tanh"})
-    logits, inside = [torch.tensor([[10.0, -10.0]])], torch.ones(1, 2, dtype=torch.bool)
-    assert pifu_loss(model, logits, inside, torch.tensor([[1.0, 0.0]])) < 1e-6
-    torch.testing.assert_close(model.occupancy_of(logits[0], inside),
-                               torch.tensor([[1.0, 0.0]]))
+def test_evaluation_and_table(trained, tmp_path: Path) -> None:
+    reports = []
+    for model in ("pifu", "temporal_pifu"):
+        recon = tmp_path / model
+        _recon(trained, model, recon)
+        out = tmp_path / f"{model}.json"
+        result = evaluate(model=model, checkpoint=trained[model], caches=trained["caches"][1:],
+                          recons=[recon], truth=trained["truth"], output=out,
+                          params=pifu_params() | {"seed": 3})
+        scores = result["table2"]
+        assert scores["items"] == 6 and scores["points"] == 6 * 200
+        assert all(0 <= scores[k] <= 1 for k in ("iou", "precision", "recall", "accuracy"))
+        assert result["surface"]["meshes"] == 3
+        assert all(i["motion_cm"] == pytest.approx(100 * np.linalg.norm(offset(1) - offset(0)))
+                   for i in result["items"])  # the fake's frames move by offset(a)
+        reports.append(out)
+    table(reports=reports, csv_output=tmp_path / "t.csv", markdown=tmp_path / "t.md",
+          html_output=tmp_path / "t.html", params={})
+    rows = list(csv.reader((tmp_path / "t.csv").open()))
+    assert rows[0] == ["metric", "PIFu (report)", "Temporal PIFu (report)", "PIFu (ours)",
+                       "Temporal PIFu (ours)"]
+    assert rows[1][:3] == ["iou", "0.8118", "0.8599"]
+    assert "## Accuracy against the body's motion" in (tmp_path / "t.md").read_text()
+    assert "<table>" in (tmp_path / "t.html").read_text()
 
 
-def test_points_outside_the_crop_get_zero() -> None:
-    model = get_model(TINY)
-    points = torch.tensor([[[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]]])  # the second far to the side
-    logits, inside = model.logits(_batch(None, b=1), points)
-    assert inside.tolist() == [[True, False]]
-    assert model.occupancy_of(logits[-1], inside)[0, 1] == 0
+def test_evaluation_of_a_perfect_occupancy_scores_one(trained, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    """The Table 2 bookkeeping, with the network replaced by the exact occupancy."""
+    from pipeline import pifu as stage
 
+    def exact(net, caches, params, device):
+        net.forward = lambda batch, points: (torch.linalg.norm(
+            points - batch["body_centre"][:, None], dim=-1) < CLOTHED_R).double()
+        return original(net, caches, params, device)
 
-def test_temporal_features_are_frames_in_order_then_z() -> None:
-    model = get_model({**TINY, "temporal": True})
-    batch = _batch(3, b=1)
-    C = TINY["channels"]
-    maps = torch.stack([torch.full((C, 4, 4), float(t)) for t in range(3)])  # frame t: value t
-    cams = {k[len("camera_"):]: v for k, v in batch.items() if k.startswith("camera_")}
-    points = torch.tensor([[[0.0, 0.0, 0.1]]])
-    x, _ = model.point_features(maps, points, cams, batch["body_centre"], S)
-    assert x.shape == (1, 3 * C + 1, 1)
-    assert x[0, :C].eq(0).all() and x[0, C:2 * C].eq(1).all() and x[0, 2 * C:3 * C].eq(2).all()
-    expected_z = 0.1 * F_PX / DEPTH / (S / 2)
-    torch.testing.assert_close(x[0, -1, 0], torch.tensor(expected_z))
-
-
-def test_normalised_depth_is_zero_at_the_centre_and_linear() -> None:
-    batch = _batch(None, b=1)
-    cams = {k[len("camera_"):]: v for k, v in batch.items() if k.startswith("camera_")}
-    points = torch.tensor([[[0.0, 0.0, 0.0], [0.3, -0.2, -0.25]]])
-    z = normalised_depth(points, torch.zeros(1, 3), cams, S)
-    torch.testing.assert_close(z, torch.tensor([[0.0, -0.25 * F_PX / DEPTH / (S / 2)]]))
-    weak = {"R": torch.eye(3)[None], "scale": torch.tensor([50.0]), "trans": torch.zeros(1, 2)}
-    torch.testing.assert_close(normalised_depth(points, torch.zeros(1, 3), weak, S),
-                               torch.tensor([[0.0, -0.25 * 50.0 / (S / 2)]]))
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"last_op": "relu"}, "last_op"), ({"window": 2}, "window"),
-    ({"input_size": 100}, "multiple of 16"), ({"norm": "layer"}, "norm")])
-def test_bad_config_is_refused(change: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        PifuConfig(**change)
+    original = stage.held_out_scores
+    monkeypatch.setattr(stage, "held_out_scores", exact)
+    recon = tmp_path / "r"
+    _recon(trained, "pifu", recon)
+    result = evaluate(model="pifu", checkpoint=trained["pifu"], caches=trained["caches"][1:],
+                      recons=[recon], truth=trained["truth"], output=tmp_path / "e.json",
+                      params=pifu_params() | {"seed": 3})
+    assert result["table2"]["accuracy"] > 0.97 and result["table2"]["iou"] > 0.95

@@ -12,9 +12,9 @@ from typing import Any
 
 from models.config import from_mapping
 from models.pifu.config import PifuConfig
-from models.pifu.model import PifuNet, pifu_loss
+from models.pifu.model import PifuNet, occupancy_scores, pifu_loss
 
-__all__ = ["PifuConfig", "PifuNet", "get_model", "pifu_loss"]
+__all__ = ["PifuConfig", "PifuNet", "get_model", "occupancy_scores", "pifu_loss"]
 
 
 def get_model(cfg: Mapping[str, Any]) -> PifuNet:

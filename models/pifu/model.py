@@ -125,6 +125,18 @@ class PifuNet(nn.Module):
             out.append(self.classifier(x)[:, 0])
         return out, inside
 
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last stack's maps ``(B·T, C, s, s)`` of a batch, to query many points with."""
+        return self.filter(batch["images"])[-1]
+
+    def query(self, features: torch.Tensor, batch: dict[str, torch.Tensor],
+              points: torch.Tensor) -> torch.Tensor:
+        """Occupancy ``(B, P)`` of world points from :meth:`encode`'s maps (inference)."""
+        cameras = frame_cameras(batch, self.cfg.frames)
+        x, inside = self.point_features(features, points, cameras, batch["body_centre"],
+                                        batch["images"].shape[-1])
+        return self.occupancy_of(self.classifier(x)[:, 0], inside)
+
     def occupancy_of(self, logits: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         """Logits → occupancy in [0, 1]; 0 where the point leaves the centre crop (PIFu)."""
         if self.cfg.last_op == "sigmoid":
@@ -139,16 +151,33 @@ class PifuNet(nn.Module):
         return self.occupancy_of(logits[-1], inside)
 
 
-def pifu_loss(model: PifuNet, logits: list[torch.Tensor], inside: torch.Tensor,
-              labels: torch.Tensor) -> torch.Tensor:
+def pifu_loss(logits: list[torch.Tensor], inside: torch.Tensor, labels: torch.Tensor,
+              last_op: str = "sigmoid") -> torch.Tensor:
     """Intermediate supervision: the mean over stacks of the MSE between each stack's
     activated output and the labels (``labels`` 0/1; ±1 for tanh, PIFu's form)."""
     mask = inside.to(labels.dtype)
     losses = []
     for stack in logits:
-        if model.cfg.last_op == "sigmoid":
+        if last_op == "sigmoid":
             pred, target = torch.sigmoid(stack) * mask, labels
         else:
             pred, target = torch.tanh(stack) * mask, 2.0 * labels - 1.0
         losses.append(F.mse_loss(pred, target))
     return torch.stack(losses).mean()
+
+
+def occupancy_scores(occupancy: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The second report's Table 2 scores of occupancies in [0, 1] against 0/1 labels:
+    ``iou``, ``precision``, ``recall``, ``accuracy`` at 0.5 and the ``mse`` of the
+    occupancies (each a 0-d tensor; a ratio with an empty denominator is 0)."""
+    pred, truth = occupancy > 0.5, labels > 0.5
+    tp = (pred & truth).sum().float()
+    fp = (pred & ~truth).sum().float()
+    fn = (~pred & truth).sum().float()
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
+
+    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp),
+            "recall": ratio(tp, tp + fn), "accuracy": (pred == truth).float().mean(),
+            "mse": ((occupancy.float() - labels.float()) ** 2).mean()}

@@ -1,5 +1,5 @@
-"""The methods :func:`pipeline.training.trainer.train` knows: the normal network and
-Pixel2ISDF (PIFu joins with its own task). Each builds its network from its config section,
+"""The methods :func:`pipeline.training.trainer.train` knows: the normal network,
+Pixel2ISDF, and PIFu / Temporal PIFu. Each builds its network from its config section,
 its datasets from the caches, and says how a batch becomes a loss."""
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from torch import nn
 
 from models.blocks.images import as_float_image, resize
 from models.data import Pixel2ISDFDataset, ViewDataset
+from models.pifu import PifuConfig, occupancy_scores, pifu_loss
+from models.pifu import get_model as get_pifu
+from models.pifu.data import PifuDataset
 from models.pixel2isdf import get_model, get_normal_net
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig, from_mapping
 from models.pixel2isdf.losses import sdf_gradient, sdf_losses, sign_accuracy
@@ -206,3 +209,63 @@ class Pixel2ISDFTask:
         finally:
             model.train()
         return colour_map(sdf.float().cpu().numpy(), 2 * self.delta)
+
+
+class PifuTask:
+    """PIFu or Temporal PIFu (``model.temporal``): one view (or a clip window) per item, N
+    balanced inside/outside samples of its frame, the mean over stacks of the MSE."""
+
+    def __init__(self, params: Mapping[str, Any], train_paths: Sequence[Path],
+                 test_paths: Sequence[Path]) -> None:
+        self.cfg: PifuConfig = _config(PifuConfig, params["model"], "pifu.model")
+        self.kind = "temporal_pifu" if self.cfg.temporal else "pifu"
+        self.seed = int(params["seed"])
+        common = {"temporal": self.cfg.temporal, "window": self.cfg.window,
+                  "n_points": params["n_points"], "uint8_images": True}
+        self.train_set = PifuDataset(train_paths, seed=self.seed, **common)
+        self.val_set = PifuDataset(test_paths, seed=self.seed + 1, **common) if test_paths \
+            else None
+
+    def build(self) -> nn.Module:
+        return get_pifu(self.cfg.__dict__)
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model": dict(self.cfg.__dict__)}
+
+    def draw(self, step: int, batch_size: int) -> list[int]:
+        """A fresh permutation of the items every epoch (seeded by the epoch)."""
+        n, out = len(self.train_set), []
+        for g in range(step * batch_size, (step + 1) * batch_size):
+            out.append(int(np.random.default_rng((self.seed, g // n)).permutation(n)[g % n]))
+        return out
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             timer: SectionTimer) -> dict[str, torch.Tensor]:
+        with timer("forward"):
+            logits, inside = model.logits(batch, batch["points"].float())
+        with timer("loss"):
+            total = pifu_loss([x.float() for x in logits], inside, batch["inside"].float(),
+                              self.cfg.last_op)
+        return {"total": total, "mse_stacks": total.detach()}
+
+    def metrics(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        occ = model(batch, batch["points"].float()).float()
+        scores = occupancy_scores(occ.detach(), batch["inside"].float())
+        return {k: float(v) for k, v in scores.items()}
+
+    @torch.no_grad()
+    def picture(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                size: int = 96) -> np.ndarray:
+        """Occupancy − 0.5 on the plane through the body centre facing the (centre frame's)
+        camera, ±1 m: red outside, blue inside."""
+        model.eval()
+        try:
+            one = {k: v[:1] for k, v in batch.items()}
+            R = one["camera_R"].reshape(-1, 3, 3)[self.cfg.frames // 2]  # (3, 3)
+            lin = torch.linspace(-1, 1, size, device=R.device)
+            yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+            plane = (one["body_centre"][0] + xx[..., None] * R[0] + yy[..., None] * R[1])
+            occ = model(one, plane.reshape(1, -1, 3)).reshape(size, size)
+        finally:
+            model.train()
+        return colour_map(0.5 - occ.float().cpu().numpy(), 0.5)

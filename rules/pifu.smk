@@ -1,0 +1,108 @@
+# PIFu and Temporal PIFu (pifu.enabled): training on the posed frames, posed reconstructions
+# of the test subjects, Table 2 scores and one table of both models.
+
+
+rule train_pifu:
+    input:
+        train=expand(RESULTS / "cache" / "{subject}.h5", subject=TRAIN_SUBJECTS),
+        test=expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+    output:
+        checkpoint=RESULTS / "train" / "{pifu_model}" / "checkpoint.pt",
+        summary=RESULTS / "train" / "{pifu_model}" / "train.json",
+    log:
+        LOGS / "train_{pifu_model}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "train_{pifu_model}.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: config["pifu"]["run"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=gpus_of("pifu"),
+    params:
+        stage=pifu_train_params,
+    shell:
+        "python -m pipeline train-pifu --params {params.stage:q} --model {wildcards.pifu_model}"
+        " --train-caches {input.train} --test-caches {input.test}"
+        " --output {output.checkpoint} --summary {output.summary} 2> {log}"
+
+
+rule reconstruct_pifu:
+    input:
+        checkpoint=RESULTS / "train" / "{pifu_model}" / "checkpoint.pt",
+        cache=RESULTS / "cache" / "{subject}.h5",
+    output:
+        directory(RESULTS / "recon" / "{pifu_model}" / "{subject}"),
+    log:
+        LOGS / "reconstruct_{pifu_model}" / "{subject}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "reconstruct_{pifu_model}" / "{subject}.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: config["pifu"]["reconstruct"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=1 if config["pifu"]["reconstruct"]["device"] == "cuda" else 0,
+    params:
+        stage=pifu_stage_params("reconstruct"),
+    shell:
+        "python -m pipeline reconstruct-pifu --params {params.stage:q}"
+        " --model {wildcards.pifu_model} --checkpoint {input.checkpoint}"
+        " --cache {input.cache} --output {output} 2> {log}"
+
+
+rule evaluate_pifu:
+    input:
+        checkpoint=RESULTS / "train" / "{pifu_model}" / "checkpoint.pt",
+        caches=expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+        recons=expand(
+            RESULTS / "recon" / "{{pifu_model}}" / "{subject}", subject=TEST_SUBJECTS
+        ),
+        truth=expand(TRUTH / "{subject}", subject=TEST_SUBJECTS),
+    output:
+        RESULTS / "eval" / "{pifu_model}" / "pifu.json",
+    log:
+        LOGS / "evaluate_{pifu_model}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "evaluate_{pifu_model}.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: config["pifu"]["reconstruct"]["threads"]
+    resources:
+        mem_mb=8000,
+    params:
+        stage=pifu_stage_params("reconstruct", "eval_points", "eval_samples"),
+        truth=TRUTH,
+    shell:
+        "IGL_NUM_THREADS={threads} python -m pipeline evaluate-pifu --params {params.stage:q}"
+        " --model {wildcards.pifu_model} --checkpoint {input.checkpoint}"
+        " --caches {input.caches} --recons {input.recons} --truth {params.truth}"
+        " --output {output} 2> {log}"
+
+
+rule pifu_table:
+    input:
+        expand(RESULTS / "eval" / "{model}" / "pifu.json", model=PIFU_MODELS),
+    output:
+        csv=RESULTS / "eval" / "pifu" / "table2.csv",
+        markdown=RESULTS / "eval" / "pifu" / "table2.md",
+        html=report(
+            RESULTS / "eval" / "pifu" / "table2.html",
+            caption="report/pifu_table.rst",
+            category="Metrics",
+            subcategory="PIFu",
+            labels={"table": "Table 2"},
+        ),
+    log:
+        LOGS / "pifu_table.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        stage=pifu_stage_params(),
+    shell:
+        "python -m pipeline pifu-table --params {params.stage:q} --reports {input}"
+        " --csv-output {output.csv} --markdown {output.markdown}"
+        " --html-output {output.html} 2> {log}"
