@@ -103,13 +103,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def stage_params(config: Mapping[str, Any], section: str) -> dict[str, Any]:
-    """The parameters a stage receives: its config section plus the run's seed."""
-    return {"seed": config["seed"], **config[section]}
+    """The parameters a stage receives: its config section (a dotted path for a nested one,
+    ``pifu.train``) plus the run's seed."""
+    values: Any = config
+    for key in section.split("."):
+        values = values[key]
+    return {"seed": config["seed"], **values}
 
 
 def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:
-    """A schema for ``stage_params(config, section)``: the section's schema plus ``seed``."""
-    sub = copy.deepcopy(schema["$defs"][section])
+    """A schema for ``stage_params(config, section)``: the section's schema plus ``seed``
+    (``pifu.train`` is ``$defs/pifu_train``)."""
+    sub = copy.deepcopy(schema["$defs"][section.replace(".", "_")])
     sub["properties"] = {"seed": schema["properties"]["seed"], **sub["properties"]}
     sub["required"] = sorted(sub["properties"])
     sub["$defs"] = schema["$defs"]

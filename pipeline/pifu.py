@@ -160,7 +160,7 @@ def held_out_scores(net: PifuNet, caches: list[Path], params: dict[str, Any],
     """Table 2 scores over every test item (``eval_points`` balanced points each, a stream
     apart from training's), and per item its accuracy and the body's motion."""
     dataset = PifuDataset(caches, temporal=net.cfg.temporal, window=net.cfg.window,
-                          n_points=params["eval_points"], seed=params["seed"] + 7919,
+                          n_points=params["points"], seed=params["seed"] + 7919,
                           uint8_images=True)
     totals = dict.fromkeys(COUNTS, 0)
     squared, n_points, items = 0.0, 0, []
@@ -210,9 +210,9 @@ def posed_surface_scores(recons: list[Path], truth: Path,
                 faces = np.asarray(loaded.faces)
             else:
                 verts, faces = np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-            m = compare_meshes(verts, faces, *target, n_samples=params["eval_samples"],
-                               n_iou=params["eval_samples"], seed=params["seed"],
-                               mvp_samples=params["eval_samples"])
+            m = compare_meshes(verts, faces, *target, n_samples=params["samples"],
+                               n_iou=params["samples"], seed=params["seed"],
+                               mvp_samples=params["samples"])
             rows.append({"subject": summary["subject"], "action": mesh["action"],
                          "view": mesh["view"], **m.to_dict()})
     scored = [r for r in rows if r["surface"]]
@@ -229,8 +229,8 @@ def evaluate(*, model: str, checkpoint: Path, caches: list[Path], recons: list[P
     """One model's Table 2 scores on the test subjects' held-out points and its posed
     reconstructions' Chamfer/P2S → ``output`` (JSON)."""
     start = time.perf_counter()
-    torch.set_num_threads(params["reconstruct"]["threads"])
-    device = resolve_device(params["reconstruct"]["device"], World())
+    torch.set_num_threads(params["threads"])
+    device = resolve_device(params["device"], World())
     net = load_pifu(checkpoint, model, device)
     scores, items = held_out_scores(net, caches, params, device)
     surface = posed_surface_scores(recons, truth, params)
@@ -265,11 +265,10 @@ def motion_rows(reports: dict[str, dict[str, Any]], bins: int = 3) -> list[list[
     return rows
 
 
-def table(*, reports: list[Path], csv_output: Path, markdown: Path, html_output: Path,
-          params: dict[str, Any]) -> None:
+def table(*, reports: list[Path], csv_output: Path, markdown: Path,
+          html_output: Path) -> None:
     """PIFu beside Temporal PIFu, and the report's Table 2 beside ours (CSV, Markdown,
     HTML), with the posed Chamfer/P2S and accuracy against the body's motion."""
-    del params
     loaded = {r["model"]: r for r in (read_json(p) for p in reports)}
     models = [m for m in ("pifu", "temporal_pifu") if m in loaded]
     names = {"pifu": "PIFu", "temporal_pifu": "Temporal PIFu"}

@@ -92,12 +92,11 @@ PIFU_MODELS = ("pifu", "temporal_pifu")
 
 
 def pifu_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """The training parameters of one PIFu model from the ``pifu`` section: its ``model``
-    sizes with ``temporal`` set by the model's name, ``n_points``, ``run`` and the seed."""
+    """One PIFu model's training parameters from the ``pifu.train`` section: its ``model``
+    sizes with ``temporal`` set by the model's name."""
     if model not in PIFU_MODELS:
         raise PipelineError(f"unknown PIFu model {model!r}; expected one of {PIFU_MODELS}")
-    return {"seed": params["seed"], "n_points": params["n_points"], "run": params["run"],
-            "model": {**params["model"], "temporal": model == "temporal_pifu"}}
+    return {**params, "model": {**params["model"], "temporal": model == "temporal_pifu"}}
 
 
 def run_pifu(*, model: str, train_caches: list[Path], test_caches: Sequence[Path] = (),

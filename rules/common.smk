@@ -47,35 +47,27 @@ wildcard_constraints:
 
 
 def stage_params(section):
-    """The stage's config section plus the seed, as the JSON `python -m pipeline` reads.
+    """The stage's config section (dotted for a nested one: pifu.train) plus the seed, as
+    the JSON `python -m pipeline` reads.
 
     Passed through `params:` so that changing a stage's parameters reruns that stage (and
     what depends on it) only. Mirrors pipeline.config.stage_params.
     """
-    return json.dumps({"seed": config["seed"], **config[section]}, sort_keys=True)
+    values = config
+    for key in section.split("."):
+        values = values[key]
+    return json.dumps({"seed": config["seed"], **values}, sort_keys=True)
 
 
 PIFU_MODELS = config["pifu"]["models"]
 
 
-def pifu_train_params(wildcards):
-    """The training part of the pifu section (so that reconstruction settings do not retrain)."""
-    keys = ("model", "n_points", "run")
-    return json.dumps(
-        {"seed": config["seed"], **{k: config["pifu"][k] for k in keys}}, sort_keys=True
-    )
-
-
-def pifu_stage_params(*keys):
-    """The pifu section's parts ``keys`` (all when none) plus the seed, as JSON."""
-    section = config["pifu"]
-    chosen = {k: section[k] for k in keys} if keys else section
-    return json.dumps({"seed": config["seed"], **chosen}, sort_keys=True)
-
-
 def gpus_of(section):
     """GPUs for a training job (1 when its device is cuda, else 0; auto asks for none)."""
-    return 1 if config[section]["run"]["device"] == "cuda" else 0
+    values = config
+    for key in section.split("."):
+        values = values[key]
+    return 1 if values["run"]["device"] == "cuda" else 0
 
 
 def train_inputs(wildcards):

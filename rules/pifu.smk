@@ -15,12 +15,12 @@ rule train_pifu:
         RESULTS / "benchmarks" / "train_{pifu_model}.tsv"
     conda:
         "../envs/core.yaml"
-    threads: config["pifu"]["run"]["threads"]
+    threads: config["pifu"]["train"]["run"]["threads"]
     resources:
         mem_mb=8000,
-        gpu=gpus_of("pifu"),
+        gpu=gpus_of("pifu.train"),
     params:
-        stage=pifu_train_params,
+        stage=stage_params("pifu.train"),
     shell:
         "python -m pipeline train-pifu --params {params.stage:q} --model {wildcards.pifu_model}"
         " --train-caches {input.train} --test-caches {input.test}"
@@ -44,7 +44,7 @@ rule reconstruct_pifu:
         mem_mb=8000,
         gpu=1 if config["pifu"]["reconstruct"]["device"] == "cuda" else 0,
     params:
-        stage=pifu_stage_params("reconstruct"),
+        stage=stage_params("pifu.reconstruct"),
     shell:
         "python -m pipeline reconstruct-pifu --params {params.stage:q}"
         " --model {wildcards.pifu_model} --checkpoint {input.checkpoint}"
@@ -67,11 +67,11 @@ rule evaluate_pifu:
         RESULTS / "benchmarks" / "evaluate_{pifu_model}.tsv"
     conda:
         "../envs/core.yaml"
-    threads: config["pifu"]["reconstruct"]["threads"]
+    threads: config["pifu"]["evaluate"]["threads"]
     resources:
         mem_mb=8000,
     params:
-        stage=pifu_stage_params("reconstruct", "eval_points", "eval_samples"),
+        stage=stage_params("pifu.evaluate"),
         truth=TRUTH,
     shell:
         "IGL_NUM_THREADS={threads} python -m pipeline evaluate-pifu --params {params.stage:q}"
@@ -100,9 +100,7 @@ rule pifu_table:
     threads: 1
     resources:
         mem_mb=1000,
-    params:
-        stage=pifu_stage_params(),
     shell:
-        "python -m pipeline pifu-table --params {params.stage:q} --reports {input}"
+        "python -m pipeline pifu-table --reports {input}"
         " --csv-output {output.csv} --markdown {output.markdown}"
         " --html-output {output.html} 2> {log}"

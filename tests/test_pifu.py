@@ -19,19 +19,22 @@ from pipeline.train import run_pifu
 from pipeline.training.checkpoint import load_checkpoint
 from tests.cache_fakes import CLOTHED_R, build, offset
 
-TINY = {"enabled": True, "n_points": 64, "eval_points": 200, "eval_samples": 500,
-        "model": {"input_size": 32, "channels": 8, "n_stacks": 2, "hg_depth": 1,
-                  "mlp_dims": [16, 8]},
-        "run": {"steps": 3, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2,
-                "log_every": 1, "val_every": 3, "image_every": 3, "val_batches": 1,
-                "device": "cpu", "threads": 1},
+TINY = {"enabled": True,
+        "train": {"n_points": 64,
+                  "model": {"input_size": 32, "channels": 8, "n_stacks": 2, "hg_depth": 1,
+                            "mlp_dims": [16, 8]},
+                  "run": {"steps": 3, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2,
+                          "log_every": 1, "val_every": 3, "image_every": 3, "val_batches": 1,
+                          "device": "cpu", "threads": 1}},
         "reconstruct": {"views": ["cam0"], "resolution": 24, "init_resolution": 6,
-                        "padding": 0.2, "device": "cpu", "threads": 1}}
+                        "padding": 0.2, "device": "cpu", "threads": 1},
+        "evaluate": {"points": 200, "samples": 500, "device": "cpu", "threads": 1}}
 
 
-def pifu_params(**overrides) -> dict:
-    config = validate_config({"seed": 3, "pifu": {**TINY, **overrides}})
-    return {"seed": config["seed"], **config["pifu"]}
+def pifu_params(part: str) -> dict:
+    """Validated ``pifu.<part>`` stage parameters (with the seed) of the tiny config."""
+    config = validate_config({"seed": 3, "pifu": TINY})
+    return {"seed": config["seed"], **config["pifu"][part]}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for model in ("pifu", "temporal_pifu"):
         ckpt = root / model / "checkpoint.pt"
         run_pifu(model=model, train_caches=caches[:1], test_caches=caches[1:], output=ckpt,
-                 summary=ckpt.parent / "train.json", params=pifu_params())
+                 summary=ckpt.parent / "train.json", params=pifu_params("train"))
         out[model] = ckpt
     return out
 
@@ -65,14 +68,14 @@ def test_both_models_train_and_validate(trained, model: str) -> None:
 def test_a_checkpoint_of_the_other_model_is_refused(trained, tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="holds a 'temporal_pifu' model, expected 'pifu'"):
         reconstruct(model="pifu", checkpoint=trained["temporal_pifu"],
-                    cache=trained["caches"][1], output=tmp_path / "r", params=pifu_params()
-                    ["reconstruct"] | {"seed": 3})
+                    cache=trained["caches"][1], output=tmp_path / "r",
+                    params=pifu_params("reconstruct"))
     assert not (tmp_path / "r").exists()
 
 
 def _recon(trained, model: str, out: Path) -> dict:
     return reconstruct(model=model, checkpoint=trained[model], cache=trained["caches"][1],
-                       output=out, params={"seed": 3, **pifu_params()["reconstruct"]})
+                       output=out, params=pifu_params("reconstruct"))
 
 
 @pytest.mark.parametrize("model", ["pifu", "temporal_pifu"])
@@ -104,7 +107,7 @@ def test_evaluation_and_table(trained, tmp_path: Path) -> None:
         out = tmp_path / f"{model}.json"
         result = evaluate(model=model, checkpoint=trained[model], caches=trained["caches"][1:],
                           recons=[recon], truth=trained["truth"], output=out,
-                          params=pifu_params() | {"seed": 3})
+                          params=pifu_params("evaluate"))
         scores = result["table2"]
         assert scores["items"] == 6 and scores["points"] == 6 * 200
         assert all(0 <= scores[k] <= 1 for k in ("iou", "precision", "recall", "accuracy"))
@@ -113,7 +116,7 @@ def test_evaluation_and_table(trained, tmp_path: Path) -> None:
                    for i in result["items"])  # the fake's frames move by offset(a)
         reports.append(out)
     table(reports=reports, csv_output=tmp_path / "t.csv", markdown=tmp_path / "t.md",
-          html_output=tmp_path / "t.html", params={})
+          html_output=tmp_path / "t.html")
     rows = list(csv.reader((tmp_path / "t.csv").open()))
     assert rows[0] == ["metric", "PIFu (report)", "Temporal PIFu (report)", "PIFu (ours)",
                        "Temporal PIFu (ours)"]
@@ -138,5 +141,5 @@ def test_evaluation_of_a_perfect_occupancy_scores_one(trained, tmp_path: Path,
     _recon(trained, "pifu", recon)
     result = evaluate(model="pifu", checkpoint=trained["pifu"], caches=trained["caches"][1:],
                       recons=[recon], truth=trained["truth"], output=tmp_path / "e.json",
-                      params=pifu_params() | {"seed": 3})
+                      params=pifu_params("evaluate"))
     assert result["table2"]["accuracy"] > 0.97 and result["table2"]["iou"] > 0.95

@@ -184,3 +184,31 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     # (A dry run stops planning at the ingest checkpoint: what follows it appears once it ran.)
     planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n"))
     assert {"synthesize", "ingest"} <= set(planned)
+
+
+def test_pifu_branch_end_to_end(tmp_path):
+    """presets/temporal.yaml's shape, tiny: two synthetic subjects, each a clip of 3 frames;
+    both PIFu models train, reconstruct the test frames and land in one table."""
+    config = _synthetic_config()
+    config["data"].update({"subjects": ["s000", "s001"], "test_subjects": ["s001"]})
+    config["synthesize"].update({"n_frames": 3})
+    config["stop_after"] = "cache"
+    config["pifu"] = {"enabled": True,
+                      "train": {"n_points": 64, "run": TINY_RUN,
+                                "model": {"input_size": 32, "channels": 8, "n_stacks": 2,
+                                          "hg_depth": 1, "mlp_dims": [16]}},
+                      "reconstruct": {"views": ["cam0"], "resolution": 16,
+                                      "init_resolution": 4, "threads": 1, "device": "cpu"},
+                      "evaluate": {"points": 100, "samples": 300, "threads": 1,
+                                   "device": "cpu"}}
+    write_config(tmp_path, config)
+    run_snakemake(tmp_path, "--cores", "2")
+    results = tmp_path / "results/syn"
+    for model in ("pifu", "temporal_pifu"):
+        recon = json.loads((results / f"recon/{model}/s001/recon.json").read_text())
+        assert [m["action"] for m in recon["meshes"]] == [f"act00_f0{f}" for f in range(3)]
+        scores = json.loads((results / f"eval/{model}/pifu.json").read_text())["table2"]
+        assert scores["items"] == 3 * 2  # 3 frames × 2 views of the test subject
+    table = (results / "eval/pifu/table2.md").read_text()
+    assert "| iou | 0.8118 | 0.8599 |" in table
+    assert not (results / "train/pixel2isdf").exists()  # stop_after: cache
