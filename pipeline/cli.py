@@ -75,6 +75,8 @@ STAGES: dict[str, Stage] = {
                         "PIFu beside Temporal PIFu beside the report's Table 2"),
     "render": Stage("pipeline.report:render", "report",
                     "render a reconstruction beside its truth, coloured by distance"),
+    "render-clip": Stage("pipeline.report:clip", "report",
+                         "draw a clip's posed reconstructions beside the truth, frame by frame"),
     "training-curves": Stage("pipeline.report:curves", "report",
                              "plot the training runs' losses and validation scores"),
 }

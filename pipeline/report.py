@@ -2,8 +2,10 @@
 
 ``render`` (one PNG per subject): the reconstruction from the front, the side and the back,
 each vertex coloured by its distance to the truth surface (cm, with a colour bar), above the
-truth drawn in grey from the same cameras. ``curves`` (one PNG): every loss term and
-validation score of each training run against the step, from its ``train.json``.
+truth drawn in grey from the same cameras. ``clip`` (one PNG per test subject of the PIFu
+branch): a clip's frames side by side, a row per PIFu model and the truth. ``curves`` (one
+PNG): every loss term and validation score of each training run against the step, from its
+``train.json``.
 The HTML report itself is Snakemake's (``snakemake --report report.html``); the rules mark
 what goes in it. Rendering is the synthetic data's ray caster (CPU, deterministic).
 """
@@ -23,6 +25,7 @@ from matplotlib.figure import Figure
 
 from pipeline.evaluate import prediction
 from pipeline.io import atomic_path, read_json
+from pipeline.meshio import read_ply
 from pipeline.metrics import CM_PER_M, load_truth, surface_distances
 from pipeline.synthesize.render import orbit_views
 
@@ -125,3 +128,54 @@ def curves(*, summaries: list[Path], output: Path, params: dict[str, Any]) -> No
                 ax.text(0.5, 0.5, "nothing logged", ha="center", transform=ax.transAxes)
     _save(figure, output)
     log.info("wrote %s", output)
+
+
+def _posed(folder: Path, mesh: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A posed reconstruction moved to the world (empty when it has no surface)."""
+    if not mesh["surface"]:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    loaded = read_ply(folder / mesh["file"])
+    to_world = np.asarray(mesh["camera_to_world"])
+    return (np.asarray(loaded.vertices) @ to_world[:3, :3].T + to_world[:3, 3],
+            np.asarray(loaded.faces))
+
+
+def clip(*, recons: list[Path], truth: Path, output: Path, params: dict[str, Any]) -> None:
+    """One clip of a test subject, frames side by side: a row per model (its posed
+    reconstructions of the first reconstructed view) and the truth, seen from that view's
+    camera position, grey."""
+    runs = [(folder.parent.name, read_json(folder / "recon.json")) for folder in recons]
+    first = runs[0][1]["meshes"]
+    view = first[0]["view"]
+    frames = [m for m in first if m["view"] == view][: params["clip_frames"]]
+    rows: dict[str, list[np.ndarray]] = {}
+    truths = [load_truth(truth / m["action"] / "clothed.ply") for m in frames]
+    for (name, summary), folder in zip(runs, recons, strict=True):
+        by_key = {(m["action"], m["view"]): m for m in summary["meshes"]}
+        rows[name] = [_view_from_camera(_posed(folder, by_key[(m["action"], view)]), t, m)
+                      for m, t in zip(frames, truths, strict=True)]
+    rows["truth"] = [_view_from_camera(t, t, m) for m, t in zip(frames, truths, strict=True)]
+    figure = Figure(figsize=(2.6 * len(frames), 2.9 * len(rows)), layout="constrained")
+    axes = figure.subplots(len(rows), len(frames), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c, image in enumerate(images):
+            axes[r, c].imshow(image)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            axes[r, c].set_title(f"{name}, {frames[c]['action']}", fontsize=8)
+    figure.suptitle(f"{runs[0][1]['subject']}: view {view}", fontsize=10)
+    _save(figure, output)
+
+
+def _view_from_camera(mesh: tuple[np.ndarray, np.ndarray],
+                      truth: tuple[np.ndarray, np.ndarray], record: dict[str, Any],
+                      size: int = 192) -> np.ndarray:
+    """Grey render from the reconstructed view's camera position, framed on the truth."""
+    to_world = np.asarray(record["camera_to_world"])
+    lo, hi = truth[0].min(axis=0), truth[0].max(axis=0)
+    centre, radius = 0.5 * (lo + hi), 0.5 * float(np.max(hi - lo))
+    direction = to_world[:3, 3] - centre
+    azimuth = float(np.degrees(np.arctan2(direction[1], direction[0])))
+    v, f = mesh
+    return orbit_views(v, f, np.broadcast_to(GREY, v.shape), [azimuth], centre, radius,
+                       size=size, elevation_deg=0.0)[0]

@@ -130,6 +130,10 @@ def all_targets(wildcards):
         )
     if STOP_AFTER >= STAGE_ORDER.index("cache") and config["pifu"]["enabled"]:
         targets.append(RESULTS / "eval" / "pifu" / "table2.csv")  # its own branch
+        targets += expand(
+            RESULTS / "report" / "render" / "pifu" / "{subject}.png",
+            subject=TEST_SUBJECTS,
+        )
     if STOP_AFTER >= STAGE_ORDER.index("evaluate"):
         targets += [
             RESULTS / "eval" / "pixel2isdf" / "metrics.csv",

@@ -104,3 +104,29 @@ rule pifu_table:
         "python -m pipeline pifu-table --reports {input}"
         " --csv-output {output.csv} --markdown {output.markdown}"
         " --html-output {output.html} 2> {log}"
+
+
+rule render_pifu_clip:
+    input:
+        recons=expand(RESULTS / "recon" / "{model}" / "{{subject}}", model=PIFU_MODELS),
+        truth=TRUTH / "{subject}",
+    output:
+        report(
+            RESULTS / "report" / "render" / "pifu" / "{subject}.png",
+            caption="report/pifu_clip.rst",
+            category="Reconstructions",
+            subcategory="PIFu",
+            labels={"subject": "{subject}"},
+        ),
+    log:
+        LOGS / "render_pifu_clip" / "{subject}.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        stage=stage_params("report"),
+    shell:
+        "python -m pipeline render-clip --params {params.stage:q} --recons {input.recons}"
+        " --truth {input.truth} --output {output} 2> {log}"

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
 from pipeline.meshio import read_ply
 from pipeline.pifu import evaluate, reconstruct, table
+from pipeline.report import clip
 from pipeline.train import run_pifu
 from pipeline.training.checkpoint import load_checkpoint
 from tests.cache_fakes import CLOTHED_R, build, offset
@@ -123,6 +125,10 @@ def test_evaluation_and_table(trained, tmp_path: Path) -> None:
     assert rows[1][:3] == ["iou", "0.8118", "0.8599"]
     assert "## Accuracy against the body's motion" in (tmp_path / "t.md").read_text()
     assert "<table>" in (tmp_path / "t.html").read_text()
+    clip(recons=[tmp_path / "pifu", tmp_path / "temporal_pifu"], truth=trained["truth"] / "s",
+         output=tmp_path / "clip.png", params={"clip_frames": 3})
+    image = Image.open(tmp_path / "clip.png")
+    assert image.width > image.height  # 3 frames across, 3 rows (2 models + truth)
 
 
 def test_evaluation_of_a_perfect_occupancy_scores_one(trained, tmp_path: Path,

@@ -211,4 +211,5 @@ def test_pifu_branch_end_to_end(tmp_path):
         assert scores["items"] == 3 * 2  # 3 frames × 2 views of the test subject
     table = (results / "eval/pifu/table2.md").read_text()
     assert "| iou | 0.8118 | 0.8599 |" in table
+    assert (results / "report/render/pifu/s001.png").stat().st_size > 0
     assert not (results / "train/pixel2isdf").exists()  # stop_after: cache
