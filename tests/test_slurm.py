@@ -39,6 +39,8 @@ def test_workflow_runs_through_sbatch(cluster, tiny_layout, monkeypatch):
     for job_id in submitted:
         block = jobs.split(f"JobId={job_id} ")[1].split("JobId=")[0]
         assert "JobState=COMPLETED" in block and "BatchFlag=1" in block
+        # profiles/slurm's default runtime (120 min) reached sbatch --time
+        assert "TimeLimit=02:00:00" in block, block
     for subject in ("s000", "s001"):
         manifest = tiny_layout / "results" / "tiny" / "manifest" / f"{subject}.json"
         assert json.loads(manifest.read_text())["n_views"] == 6
