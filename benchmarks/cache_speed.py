@@ -26,9 +26,9 @@ import trimesh
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from models.cache_io import open_cache
 from models.data import Pixel2ISDFDataset, _to_tensors
 from pipeline.cache import build_cache
-from pipeline.cache_io import open_cache
 from pipeline.meshio import write_ply
 
 

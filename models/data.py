@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.cache_io import CacheIndex, load_index, open_cache
-from pipeline.errors import PipelineError
+from models.cache_io import CacheIndex, load_index, open_cache
+from models.errors import PipelineError
 
 
 class CacheFiles:

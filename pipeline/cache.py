@@ -9,7 +9,7 @@ apart under ``oracle/`` for the explicitly named oracle ablation only.
 
 The file is written to a hidden temporary sibling and renamed into place once closed, so an
 interrupted job leaves no file under the final name. Layout and conventions: ``docs/cache.md``;
-reading: ``pipeline.cache_io.open_cache``.
+reading: ``models.cache_io.open_cache``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pipeline.cache_io import CAMERA_KEYS, SCHEMA, SCHEMA_VERSION
+from models.cache_io import CAMERA_KEYS, SCHEMA, SCHEMA_VERSION
 from pipeline.crop import CropBox
 from pipeline.detect import CROP_FILE, OK
 from pipeline.errors import PipelineError

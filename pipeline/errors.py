@@ -1,5 +1,6 @@
-"""The one error type a stage raises for bad input: the CLI prints it without a traceback."""
+"""The pipeline's error type; defined in :mod:`models.errors` so that ``models/`` stands alone
+(a GPU node needs only torch, numpy and h5py to train)."""
 
+from models.errors import PipelineError
 
-class PipelineError(Exception):
-    """A problem with the user's input (config, files) that names what is wrong and where."""
+__all__ = ["PipelineError"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cache_io import canonical_body
+from models.cache_io import canonical_body
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.meshio import read_ply

@@ -23,11 +23,11 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
+from models.cache_io import canonical_body, load_index
 from models.data import Pixel2ISDFDataset
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
 from models.pixel2isdf.config import Pixel2ISDFConfig, from_mapping
-from pipeline.cache_io import canonical_body, load_index
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.meshio import write_ply

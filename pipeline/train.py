@@ -20,7 +20,7 @@ from typing import Any
 
 import h5py
 
-from pipeline.cache_io import open_cache
+from models.cache_io import open_cache
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
 from pipeline.training.tasks import NormalTask, PifuTask, Pixel2ISDFTask

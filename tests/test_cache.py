@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.cache_io import SCHEMA_VERSION, load_index, open_cache
 from pipeline.cache import build_cache
-from pipeline.cache_io import SCHEMA_VERSION, load_index, open_cache
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
 from pipeline.meshio import read_ply, write_ply

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from models.cache_io import load_index, open_cache
 from models.data import Pixel2ISDFDataset
 from models.pifu.data import PifuDataset, balanced_draw, clip_frames, temporal_rows
-from pipeline.cache_io import load_index, open_cache
 from pipeline.errors import PipelineError
 from tests.cache_fakes import CLOTHED_R, offset
 from tests.cache_fakes import build as build_cache

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
+from models.errors import PipelineError
 
 _BLOCKS_PER_LAYER = (3, 4, 6, 3)
 _ENCODER_WIDTHS = (64, 128, 256, 512)

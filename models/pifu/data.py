@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.cache_io import CacheIndex, load_index
 from models.data import CacheFiles, ViewItems, camera_tensors
-from pipeline.cache_io import CacheIndex, load_index
-from pipeline.errors import PipelineError
+from models.errors import PipelineError
 
 FRAME = re.compile(r"^(?P<clip>.+)_f(?P<frame>\d+)$")
 """An action that is a frame of a clip: ``<clip>_f<frame>`` (``act00_f03``; synthesize's

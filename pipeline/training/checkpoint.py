@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pipeline.cache_io import SCHEMA_VERSION
+from models.cache_io import SCHEMA_VERSION
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 

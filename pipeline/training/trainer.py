@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from models.cache_io import SCHEMA_VERSION
 from models.timing import SectionTimer
-from pipeline.cache_io import SCHEMA_VERSION
 from pipeline.errors import PipelineError
 from pipeline.training.checkpoint import (
     load_checkpoint,

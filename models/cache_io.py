@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.errors import PipelineError
+from models.errors import PipelineError
 
 SCHEMA_VERSION = 2
 """Layout version; bump it whenever a dataset or attribute changes name, shape or meaning.
