@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.cache_io import SCHEMA_VERSION
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
 from pipeline.train import run, run_normal
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from pipeline.training.distributed import World
+from pipeline.training.trainer import _resume
 from tests.cache_fakes import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,3 +252,20 @@ def test_truncated_resume_checkpoint_is_not_used(caches, tmp_path: Path, caplog)
                   params=params("train", {"run": {**TINY_TRAIN["run"], "steps": 1}}))
     assert summary["resumed_from_step"] is None
     assert "not resuming" in caplog.text and "corrupt" in caplog.text
+
+
+def test_resume_with_another_world_size_warns_and_resumes(tmp_path: Path, caplog) -> None:
+    """The documented policy (docs/training.md): a last.pt written by another number of
+    processes is resumed, with a warning, because the draws do not depend on it."""
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    last = tmp_path / "last.pt"
+    save_checkpoint(last, {"kind": "pixel2isdf", "step": 4, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                           "rng": rng_state(), "config_hash": "h", "cache_schema": SCHEMA_VERSION,
+                           "world_size": 2, "history": "[]", "model_config": "{}"})
+    with caplog.at_level("WARNING"):
+        step, _ = _resume(last, "pixel2isdf", "h", model, optimizer, scaler, World(size=1))
+    assert step == 4
+    assert "written by 2 processes, this run has 1: resuming" in caplog.text
