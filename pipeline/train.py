@@ -40,7 +40,10 @@ def _cache_identity(path: Path) -> dict[str, str]:
 def run_hash(params: Mapping[str, Any], caches: Sequence[Path],
              extra: Sequence[Path] = ()) -> str:
     """Identity of a training run: its parameters, its caches' identities and the sha256 of
-    any other input file (the normal checkpoint). A resume needs the same hash."""
+    any other input file (the normal checkpoint). A resume needs the same hash; the process
+    count is left out, so a run resumes on another number of processes (with a warning)."""
+    params = {**params, "run": {k: v for k, v in params.get("run", {}).items()
+                                if k != "processes"}}  # resuming may change the world size
     record = {"params": params, "caches": [_cache_identity(p) for p in caches],
               "files": {p.name: file_sha256(p) for p in extra}}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()

@@ -62,12 +62,26 @@ def stage_params(section):
 PIFU_MODELS = config["pifu"]["models"]
 
 
-def gpus_of(section):
-    """GPUs for a training job (1 when its device is cuda, else 0; auto asks for none)."""
+def run_of(section):
+    """The ``run`` settings of a training section (dotted for a nested one: pifu.train)."""
     values = config
     for key in section.split("."):
         values = values[key]
-    return 1 if values["run"]["device"] == "cuda" else 0
+    return values["run"]
+
+
+def gpus_of(section):
+    """GPUs for a training job: one per process when its device is cuda, else 0 (auto asks
+    for none)."""
+    run = run_of(section)
+    return run["processes"] if run["device"] == "cuda" else 0
+
+
+def launcher_of(section):
+    """How a training job starts: python, or torchrun with one process per GPU (or per CPU
+    process over gloo) when run.processes > 1."""
+    n = run_of(section)["processes"]
+    return "python" if n == 1 else f"torchrun --standalone --nproc-per-node {n}"
 
 
 def train_inputs(wildcards):

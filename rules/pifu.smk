@@ -21,8 +21,9 @@ rule train_pifu:
         gpu=gpus_of("pifu.train"),
     params:
         stage=stage_params("pifu.train"),
+        launcher=launcher_of("pifu.train"),
     shell:
-        "python -m pipeline train-pifu --params {params.stage:q} --model {wildcards.pifu_model}"
+        "{params.launcher} -m pipeline train-pifu --params {params.stage:q} --model {wildcards.pifu_model}"
         " --train-caches {input.train} --test-caches {input.test}"
         " --output {output.checkpoint} --summary {output.summary} 2> {log}"
 

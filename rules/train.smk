@@ -20,8 +20,9 @@ rule train_normal:
         gpu=gpus_of("train_normal"),
     params:
         stage=stage_params("train_normal"),
+        launcher=launcher_of("train_normal"),
     shell:
-        "python -m pipeline train-normal --params {params.stage:q}"
+        "{params.launcher} -m pipeline train-normal --params {params.stage:q}"
         " --train-caches {input.train} --test-caches {input.test}"
         " --output {output.checkpoint} --summary {output.summary} 2> {log}"
 
@@ -44,10 +45,11 @@ rule train:
         gpu=gpus_of("train"),
     params:
         stage=stage_params("train"),
+        launcher=launcher_of("train"),
         normal=lambda wildcards, input: (
             f"--normal {input.normal}" if "normal" in input.keys() else ""
         ),
     shell:
-        "python -m pipeline train --params {params.stage:q}"
+        "{params.launcher} -m pipeline train --params {params.stage:q}"
         " --train-caches {input.train} --test-caches {input.test} {params.normal}"
         " --output {output.checkpoint} --summary {output.summary} 2> {log}"

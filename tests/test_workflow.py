@@ -95,7 +95,7 @@ def _synthetic_config(**ingest):
                             "volume_resolution": 32, "diffusion_width": 0.25,
                             "head_hidden": 16, "head_layers": 2, "head_skip": None,
                             "n_freqs": 2},
-                  "n_views": 2, "n_points": 64, "run": TINY_RUN},
+                  "n_views": 2, "n_points": 64, "run": {**TINY_RUN, "processes": 2}},
         "reconstruct": {"subjects": "all", "resolution": 32, "init_resolution": 8,
                         "threads": 1},
         "evaluate": {"n_samples": 2000, "n_iou": 2000, "mvp_samples": 1000, "threads": 1},
@@ -126,9 +126,10 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert (tmp_path / "logs/syn/fit/s000.log").exists()
     with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
         assert cache["sdf/points"].shape == (2000, 3)
-    for model in ("normal_net", "pixel2isdf"):
+    for model, processes in (("normal_net", 1), ("pixel2isdf", 2)):
         summary = json.loads((tmp_path / f"results/syn/train/{model}/train.json").read_text())
         assert summary["steps"] == 2 and summary["train_subjects"] == ["s000"]
+        assert summary["world_size"] == processes  # train.run.processes: 2 → torchrun, gloo
         assert (tmp_path / f"results/syn/train/{model}/checkpoint.pt").exists()
     assert "100%" in (tmp_path / "logs/syn/train.log").read_text()  # the progress bar
     recon = json.loads((tmp_path / "results/syn/recon/pixel2isdf/s000.json").read_text())

@@ -67,6 +67,7 @@ class RunParams:
     num_workers: int = 0
     threads: int = 2
     grad_clip: float = 0.0
+    processes: int = 1  # read by the rule's launcher (torchrun); the loop reads the world
 
 
 class Task(Protocol):
