@@ -53,21 +53,23 @@ def stage_params(section):
     Passed through `params:` so that changing a stage's parameters reruns that stage (and
     what depends on it) only. Mirrors pipeline.config.stage_params.
     """
-    values = config
-    for key in section.split("."):
-        values = values[key]
-    return json.dumps({"seed": config["seed"], **values}, sort_keys=True)
+    return json.dumps({"seed": config["seed"], **section_of(section)}, sort_keys=True)
 
 
 PIFU_MODELS = config["pifu"]["models"]
 
 
-def run_of(section):
-    """The ``run`` settings of a training section (dotted for a nested one: pifu.train)."""
+def section_of(section):
+    """A config section by its dotted path (``train``, ``pifu.train``)."""
     values = config
     for key in section.split("."):
         values = values[key]
-    return values["run"]
+    return values
+
+
+def run_of(section):
+    """The ``run`` settings of a training section (dotted for a nested one: pifu.train)."""
+    return section_of(section)["run"]
 
 
 def gpus_of(section):
