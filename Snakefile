@@ -28,6 +28,8 @@ include: "rules/reconstruct.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/pifu.smk"
+include: "rules/ablation.smk"
+include: "rules/views_study.smk"
 
 
 rule all:

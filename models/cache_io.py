@@ -15,9 +15,10 @@ import numpy as np
 
 from models.errors import PipelineError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Layout version; bump it whenever a dataset or attribute changes name, shape or meaning.
-2: the PIFu targets follow PIFu's sampling (one σ of 5 cm, 1/17 uniform)."""
+2: the PIFu targets follow PIFu's sampling (one σ of 5 cm, 1/17 uniform).
+3: the unmasked crops beside the masked ones (``unmasked/images``, the w/o-mask ablation)."""
 
 SCHEMA = f"pixel2isdf.cache/{SCHEMA_VERSION}"
 
@@ -75,6 +76,7 @@ class CacheIndex:
         view_ok: ``(Nv,)`` bool, the view passed the fit's checks.
         pifu_actions: actions that have PIFu targets (``pifu/<action>``).
         has_oracle_normals: ``oracle/normals`` is present.
+        has_unmasked: ``unmasked/images`` (the crops before the matte) is present.
     """
 
     path: Path
@@ -87,6 +89,7 @@ class CacheIndex:
     view_ok: np.ndarray
     pifu_actions: tuple[str, ...]
     has_oracle_normals: bool
+    has_unmasked: bool = False
 
     @property
     def camera_keys(self) -> tuple[str, ...]:
@@ -117,7 +120,8 @@ def read_index(handle: h5py.File) -> CacheIndex:
             view_names=strings(handle["view_names"]),
             action_index=np.asarray(handle["action_index"][()], dtype=np.int64),
             view_ok=np.asarray(handle["view_ok"][()], dtype=bool), pifu_actions=pifu,
-            has_oracle_normals="oracle/normals" in handle)
+            has_oracle_normals="oracle/normals" in handle,
+            has_unmasked="unmasked/images" in handle)
     except KeyError as exc:
         raise PipelineError(f"cache file {path} lacks {exc}; {REBUILD_HINT}") from exc
 

@@ -34,18 +34,36 @@ from models.errors import PipelineError
 
 
 class CacheFiles:
-    """Per-process lazy handles on the cache files and the small arrays read from them."""
+    """Per-process lazy handles on the cache files and the small arrays read from them.
 
-    def __init__(self, paths: Sequence[str | Path], in_memory: bool = False) -> None:
+    ``masked=False`` serves the crops before the matte (``unmasked/images``) with alphas of
+    255 everywhere: a network fed from it never sees the matte (the w/o-mask ablation).
+    """
+
+    def __init__(self, paths: Sequence[str | Path], in_memory: bool = False,
+                 masked: bool = True) -> None:
         self.paths = [Path(p) for p in paths]
-        self.in_memory = in_memory
+        self.in_memory, self.masked = in_memory, masked
         self._pid: int | None = None
         self._files: dict[int, h5py.File] = {}
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"paths": self.paths, "in_memory": self.in_memory, "_pid": None, "_files": {},
-                "_arrays": {}}
+        return {"paths": self.paths, "in_memory": self.in_memory, "masked": self.masked,
+                "_pid": None, "_files": {}, "_arrays": {}}
+
+    def check_images(self, index: CacheIndex) -> None:
+        """PipelineError naming the file when it lacks the images this reader serves."""
+        if not self.masked and not index.has_unmasked:
+            raise PipelineError(
+                f"cache file {index.path} has no unmasked crops (unmasked/images), which "
+                "the w/o-mask input (model masked_input: false) reads; rebuild it with "
+                "cache.unmasked_crops: true: `snakemake --forcerun cache`")
+
+    @property
+    def image_name(self) -> str:
+        """The dataset the images come from."""
+        return "images" if self.masked else "unmasked/images"
 
     def _check_process(self) -> None:
         pid = os.getpid()
@@ -73,14 +91,18 @@ class CacheFiles:
         return self._arrays[key]
 
     def images(self, s: int, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(T, S, S, 3)`` uint8 masked crops and ``(T, S, S)`` uint8 alphas of ``rows``."""
+        """``(T, S, S, 3)`` uint8 crops (masked unless ``masked`` is false) and ``(T, S, S)``
+        uint8 alphas of ``rows`` (255 everywhere when not ``masked``)."""
         handle = self.file(s)
         out = []
-        for name in ("images", "alphas"):
+        for name in (self.image_name, "alphas"):
             dataset = handle[name]
             buffer = np.empty((len(rows), *dataset.shape[1:]), dtype=dataset.dtype)
-            for k, r in enumerate(rows):
-                dataset.read_direct(buffer, np.s_[int(r)], np.s_[k])
+            if name == "alphas" and not self.masked:
+                buffer.fill(255)
+            else:
+                for k, r in enumerate(rows):
+                    dataset.read_direct(buffer, np.s_[int(r)], np.s_[k])
             out.append(buffer)
         return out[0], out[1]
 
@@ -105,10 +127,12 @@ class CacheFiles:
         decoded once per process (``in_memory``)."""
         key = (s, "planar")
         if key not in self._arrays:
-            images, alphas = self.array(s, "images"), self.array(s, "alphas")
+            images, alphas = self.array(s, self.image_name), self.array(s, "alphas")
+            if not self.masked:
+                alphas = np.full_like(alphas, 255)
             self._arrays[key] = (np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
                                  np.ascontiguousarray(alphas[:, None]))
-            del self._arrays[(s, "images")], self._arrays[(s, "alphas")]
+            del self._arrays[(s, self.image_name)], self._arrays[(s, "alphas")]
         return self._arrays[key]
 
     def tensors(self, s: int, rows: Sequence[int],
@@ -160,6 +184,50 @@ def camera_tensors(caches: CacheFiles, s: int, index: CacheIndex,
             for k in index.camera_keys}
 
 
+VIEW_SELECTIONS = ("across", "one_action")
+
+
+def select_views(index: CacheIndex, n: int | None, mode: str, seed: int) -> np.ndarray:
+    """Rows of the ``view_ok`` views a reconstruction uses.
+
+    Args:
+        index: the subject's cache index.
+        n: how many (``None``: all of them).
+        mode: ``across``: one view per action in turn (actions in a seeded order, a seeded
+            view of each), so n views cover min(n, A) actions; ``one_action``: views of a
+            single action, the one with the most ``view_ok`` views (the first on ties).
+        seed: the draw's seed.
+
+    Returns:
+        ``(n,)`` int64 rows, ascending.
+
+    Raises:
+        PipelineError: ``n`` exceeds the views available (naming the cache), unknown mode.
+    """
+    if mode not in VIEW_SELECTIONS:
+        raise PipelineError(f"view selection must be one of {VIEW_SELECTIONS}, got {mode!r}")
+    ok = index.ok_views()
+    per_action = [ok[index.action_index[ok] == a] for a in range(len(index.actions))]
+    if mode == "one_action":
+        per_action = [max(per_action, key=len)]
+    available = sum(len(rows) for rows in per_action)
+    if n is not None and n > available:
+        where = "its best action" if mode == "one_action" else "all its actions"
+        raise PipelineError(f"cache file {index.path}: {n} views asked ({mode}) but "
+                            f"{where} has only {available} views that passed the fit's checks")
+    if n is None:
+        return np.sort(np.concatenate(per_action)).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(rows)) for rows in per_action if len(rows)]
+    queues = [queues[i] for i in rng.permutation(len(queues))]
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(int(queue.pop()))
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
 class Pixel2ISDFDataset(Dataset):
     """Multi-view multi-pose samples of each subject with canonical SDF targets.
 
@@ -185,24 +253,33 @@ class Pixel2ISDFDataset(Dataset):
             4× less to copy between processes).
         in_memory: keep each subject's decoded images in the process (every worker) after its
             first use: no decompression afterwards, at ~S² × 4 bytes per view per worker.
+        masked: False serves the unmasked crops and all-ones alphas (see ``CacheFiles``).
+        rows: per subject, the rows to draw the K views from (``None``: every ``view_ok``
+            view); a reconstruction passes :func:`select_views`'s rows with K = their count.
     """
 
     def __init__(self, paths: Sequence[str | Path], *, n_views: int = 4, n_points: int = 10_000,
                  seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False,
-                 in_memory: bool = False, with_normals: bool = False) -> None:
+                 in_memory: bool = False, with_normals: bool = False,
+                 masked: bool = True, rows: Sequence[np.ndarray] | None = None) -> None:
         if n_views < 1 or n_points < 1 or samples_per_subject < 1:
             raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
-        self.caches = CacheFiles(paths, in_memory)
+        self.caches = CacheFiles(paths, in_memory, masked)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
         self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
         self.with_normals = with_normals
+        self.rows = ([np.asarray(r, dtype=np.int64) for r in rows] if rows is not None
+                     else [index.ok_views() for index in self.indexes])
+        if len(self.rows) != len(self.indexes):
+            raise ValueError(f"rows has {len(self.rows)} entries for {len(self.indexes)} caches")
         for s, index in enumerate(self.indexes):
             if with_normals and not index.has_oracle_normals:
                 self.caches.normals(s, [])  # raises, naming the file
-            if len(index.ok_views()) < n_views:
-                raise PipelineError(f"cache file {index.path}: {len(index.ok_views())} views "
-                                    f"passed the fit's checks, fewer than n_views={n_views}")
+            self.caches.check_images(index)
+            if len(self.rows[s]) < n_views:
+                raise PipelineError(f"cache file {index.path}: {len(self.rows[s])} views "
+                                    f"to draw from, fewer than n_views={n_views}")
 
     def __len__(self) -> int:
         return len(self.indexes) * self.samples_per_subject
@@ -212,7 +289,7 @@ class Pixel2ISDFDataset(Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         s = i // self.samples_per_subject
         index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
-        rows = rng.choice(index.ok_views(), size=self.n_views, replace=False)
+        rows = rng.choice(self.rows[s], size=self.n_views, replace=False)
         images, alphas = self.caches.tensors(s, rows, self.uint8_images)
         actions = index.action_index[rows]
         pool = self.caches.array(s, "sdf/points")
@@ -259,13 +336,14 @@ class ViewDataset(ViewItems):
     """
 
     def __init__(self, paths: Sequence[str | Path], *, uint8_images: bool = False,
-                 in_memory: bool = False) -> None:
-        self.caches = CacheFiles(paths, in_memory)
+                 in_memory: bool = False, masked: bool = True) -> None:
+        self.caches = CacheFiles(paths, in_memory, masked)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.uint8_images = uint8_images
         for s, index in enumerate(self.indexes):
             if not index.has_oracle_normals:
                 self.caches.normals(s, [])  # raises, naming the file
+            self.caches.check_images(index)
         self.items = [(s, int(r)) for s, index in enumerate(self.indexes)
                       for r in index.ok_views()]
         if not self.items:

@@ -57,6 +57,7 @@ class CacheParams:
     compression: str = "lzf"
     compression_level: int = 4
     oracle_normals: bool = True
+    unmasked_crops: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CacheParams:
@@ -157,8 +158,9 @@ def view_rows(fit: dict[str, np.ndarray], fit_path: Path, crops: Path,
     return rows, crop_files
 
 
-def masked_view(row: ViewRow, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(S, S, 3)`` uint8 crop × alpha and ``(S, S)`` uint8 alpha of one view."""
+def masked_view(row: ViewRow, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(S, S, 3)`` uint8 crop × alpha, ``(S, S)`` uint8 alpha and the ``(S, S, 3)`` uint8
+    crop itself of one view."""
     for path in (row.crop_png, row.mask_png):
         if not path.is_file():
             raise PipelineError(f"{path}: file of view {row.action}/{row.view} is missing")
@@ -171,7 +173,7 @@ def masked_view(row: ViewRow, size: int) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(f"{row.mask_png}: alpha of shape {alpha.shape} {alpha.dtype}, "
                             f"expected ({size}, {size}) uint8")
     masked = (rgb.astype(np.uint16) * alpha[..., None].astype(np.uint16) + 127) // 255
-    return masked.astype(np.uint8), alpha
+    return masked.astype(np.uint8), alpha, rgb
 
 
 CHUNK_BYTES = 1 << 20
@@ -200,10 +202,13 @@ def _image_dataset(h5: h5py.File, name: str, shape: tuple[int, ...],
 
 def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path, p: CacheParams,
                  subject: str) -> str:
-    """Images, alphas and (when there) oracle normals; returns the oracle note."""
+    """Images, alphas, (when asked) unmasked crops and (when there) oracle normals; returns
+    the oracle note."""
     n = len(rows)
     images = _image_dataset(h5, "images", (n, size, size, 3), p)
     alphas = _image_dataset(h5, "alphas", (n, size, size), p)
+    unmasked = (_image_dataset(h5, "unmasked/images", (n, size, size, 3), p)
+                if p.unmasked_crops else None)
     normal_files = [truth / r.action / f"{r.view}_normal.png" for r in rows]
     missing = [f for f in normal_files if not f.is_file()]
     if not p.oracle_normals:
@@ -216,7 +221,9 @@ def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path, p: 
                if note.startswith("present") else None)
     with progress(n, f"cache {subject} views", unit="view") as bar:
         for i, row in enumerate(rows):
-            images[i], alphas[i] = masked_view(row, size)
+            images[i], alphas[i], crop = masked_view(row, size)
+            if unmasked is not None:
+                unmasked[i] = crop
             if normals is not None:
                 normals[i] = row.box.cut(read_rgb(normal_files[i]), resample="nearest")
             bar.update()
@@ -318,6 +325,8 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
             _array(h5, "bone_names", arrays["bone_names"], p)
         note = _write_views(h5, rows, size, truth, p, subject)
         h5.attrs["oracle_normals"] = note
+        h5.attrs["unmasked_crops"] = ("present" if p.unmasked_crops
+                                      else "absent: cache.unmasked_crops is false")
         h5.attrs["pifu_targets"] = ("present" if posed
                                     else "absent: cache.n_pifu_points is 0")
         _write_targets(h5, canonical, posed, names, p, subject)

@@ -98,7 +98,8 @@ def run(*, mesh: Path, recon: Path, truth: Path, truth_body: Path, cache: Path, 
     return summary
 
 
-def _metrics_of(record: Mapping[str, Any]) -> SurfaceMetrics:
+def metrics_of(record: Mapping[str, Any]) -> SurfaceMetrics:
+    """One mesh's scores of a report as :class:`SurfaceMetrics` (JSON null → NaN)."""
     values = {k: (math.nan if record.get(k) is None else float(record[k]))
               for k in METRIC_FIELDS}
     return SurfaceMetrics(**values, n_samples=int(record["n_samples"]),
@@ -116,7 +117,9 @@ def mean_metrics(rows: Sequence[SurfaceMetrics]) -> SurfaceMetrics:
     return SurfaceMetrics(**means, n_samples=rows[0].n_samples, surface=bool(with_surface))
 
 
-def _load_reports(reports: Sequence[Path]) -> list[dict[str, Any]]:
+def load_reports(reports: Sequence[Path]) -> list[dict[str, Any]]:
+    """The evaluation reports (``eval/<model>/<subject>.json``), test subjects first;
+    PipelineError naming a file that is not one."""
     loaded = []
     for path in reports:
         data = read_json(path)
@@ -189,6 +192,15 @@ def html_page(markdown: str, title: str) -> str:
             + "".join(body) + "</body></html>\n")
 
 
+def write_tables(csv_output: Path, markdown: Path, html_output: Path, csv_text: str,
+                 text: str, title: str) -> None:
+    """Write a study's CSV, its Markdown and the Markdown as an HTML page, each atomically."""
+    for path, content in ((csv_output, csv_text), (markdown, text),
+                          (html_output, html_page(text, title))):
+        with atomic_path(path) as tmp:
+            tmp.write_text(content, encoding="utf-8")
+
+
 def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_output: Path,
               params: dict[str, Any]) -> dict[str, Any]:
     """Gather per-subject reports into ``metrics.csv``, a Markdown and an HTML summary.
@@ -198,7 +210,7 @@ def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_out
     naked body.
     """
     del params  # the summary has no parameters of its own; the rule passes the section
-    loaded = _load_reports(reports)
+    loaded = load_reports(reports)
     if not loaded:
         raise PipelineError("evaluate summary: no per-subject report given")
     model = loaded[0]["model"]
@@ -207,10 +219,10 @@ def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_out
                 "and IoU higher is better (docs/evaluation.md)."]
     for split in dict.fromkeys(d["split"] for d in loaded):
         group = [d for d in loaded if d["split"] == split]
-        per_mesh = {mesh: [_metrics_of(d["metrics"][mesh]) for d in group] for mesh in MESHES}
+        per_mesh = {mesh: [metrics_of(d["metrics"][mesh]) for d in group] for mesh in MESHES}
         for d in group:
             for mesh in MESHES:
-                rows.append((d["subject"], split, mesh, _metrics_of(d["metrics"][mesh])))
+                rows.append((d["subject"], split, mesh, metrics_of(d["metrics"][mesh])))
         means[split] = {mesh: mean_metrics(ms) for mesh, ms in per_mesh.items()}
         for mesh in MESHES:
             rows.append(("mean", split, mesh, means[split][mesh]))
@@ -224,13 +236,9 @@ def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_out
     for d in loaded:
         sections.append(f"## {d['subject']} ({d['split']}, {d['n_views']} views)")
         sections.append(markdown_table([(MESH_LABELS[m].format(model=model),
-                                         _metrics_of(d["metrics"][m])) for m in MESHES]
+                                         metrics_of(d["metrics"][m])) for m in MESHES]
                                        ).rstrip())
     text = "\n\n".join(sections) + "\n"
-    with atomic_path(csv_output) as tmp:
-        tmp.write_text(_csv_text(rows), encoding="utf-8")
-    with atomic_path(markdown) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    with atomic_path(html_output) as tmp:
-        tmp.write_text(html_page(text, f"Evaluation of {model}"), encoding="utf-8")
+    write_tables(csv_output, markdown, html_output, _csv_text(rows), text,
+                 f"Evaluation of {model}")
     return {split: {mesh: m.to_dict() for mesh, m in by.items()} for split, by in means.items()}

@@ -1,7 +1,8 @@
 """The ``reconstruct`` stage: a subject's canonical clothed mesh from its photos.
 
 Loads a Pixel2ISDF checkpoint, takes the subject's views from its cache (every ``view_ok``
-view of every action, or K views drawn with the seed), computes the latent volume **once**,
+view of every action, or K views across actions or from one action:
+:func:`models.data.select_views`), computes the latent volume **once**,
 evaluates the SDF coarse to fine on an R³ grid over the volume's cube
 (:func:`models.grid_eval.evaluate_grid`), and runs marching cubes at level 0. Writes the mesh
 as PLY in metres in the body model's canonical frame (outward faces), and a JSON with the
@@ -24,7 +25,7 @@ import trimesh
 from skimage.measure import marching_cubes
 
 from models.cache_io import canonical_body, load_index
-from models.data import Pixel2ISDFDataset
+from models.data import Pixel2ISDFDataset, select_views
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
 from models.pixel2isdf.config import Pixel2ISDFConfig, from_mapping
@@ -75,17 +76,17 @@ def load_model(path: Path, device: torch.device,
     return model.to(device).eval()
 
 
-def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool) -> tuple[
-        dict[str, torch.Tensor], list[str]]:
-    """All ``view_ok`` views of a subject (or ``views`` drawn with ``seed``) as a batch of one,
-    with the names ``<action>/<view>`` of the views used."""
+def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
+                  masked: bool = True, selection: str = "across") -> tuple[
+                      dict[str, torch.Tensor], list[str]]:
+    """The views of a subject that :func:`models.data.select_views` picks (``views`` of them,
+    or all, by ``selection`` with ``seed``) as a batch of one, with the names
+    ``<action>/<view>`` of the views used."""
     index = load_index(cache)
-    ok = len(index.ok_views())
-    if views is not None and views > ok:
-        raise PipelineError(f"reconstruct.views is {views} but cache {cache} has only {ok} "
-                            "views that passed the fit's checks")
-    dataset = Pixel2ISDFDataset([cache], n_views=views or ok, n_points=1, seed=seed,
-                                uint8_images=True, with_normals=oracle)
+    rows = select_views(index, views, selection, seed)
+    dataset = Pixel2ISDFDataset([cache], n_views=len(rows), n_points=1, seed=seed,
+                                uint8_images=True, with_normals=oracle, masked=masked,
+                                rows=[rows])
     item = dataset[0]
     rows = item["view_index"].tolist()
     names = [f"{index.actions[index.action_index[r]]}/{index.view_names[r]}" for r in rows]
@@ -129,7 +130,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     expected = None if train_model is None else json.loads(train_model)
     model = load_model(checkpoint, device, expected)
     batch, names = subject_batch(cache, params["views"], params["seed"],
-                                 model.cfg.input == "oracle_normal")
+                                 model.cfg.input == "oracle_normal", model.cfg.masked_input,
+                                 params["view_selection"])
     batch = {k: v.to(device) for k, v in batch.items()}
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -162,7 +164,9 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     summary = {
         "subject": cache.stem, "split": split, "checkpoint": str(checkpoint),
         "surface": surface, "vertices": len(verts), "faces": len(faces),
-        "views": names, "n_views": len(names), "resolution": params["resolution"],
+        "views": names, "n_views": len(names), "view_selection": params["view_selection"],
+        "actions": sorted({name.split("/")[0] for name in names}),
+        "resolution": params["resolution"],
         "body_band": band,
         "queries": grid.queries, "dense_queries": grid.dense_queries,
         "query_reduction": round(grid.dense_queries / grid.queries, 2),

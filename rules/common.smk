@@ -3,6 +3,9 @@ import json
 import re
 from pathlib import Path
 
+from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
+from pipeline.ablation import normal_section, train_section
+
 DATASET = config["data"]["dataset"]
 SUBJECTS = config["data"]["subjects"]
 DATA = Path(config["data"]["root"]) / DATASET
@@ -57,6 +60,9 @@ def stage_params(section):
 
 
 PIFU_MODELS = config["pifu"]["models"]
+ABLATION = config["ablation"]
+ABLATION_STEPS = ABLATION["steps"] or config["train"]["run"]["steps"]
+VIEWS_STUDY = config["views_study"]
 
 
 def section_of(section):
@@ -160,3 +166,67 @@ def all_targets(wildcards):
             subject=RECON_SUBJECTS,
         )
     return targets
+
+
+# The experiments (rules/ablation.smk, rules/views_study.smk).
+
+
+def ablation_cache(body, subject):
+    """The cache a variant's body reads: the main one, or the keypoint-only or truth one."""
+    if body == "fit":
+        return RESULTS / "cache" / f"{subject}.h5"
+    return RESULTS / "ablation" / "cache" / body / f"{subject}.h5"
+
+
+def ablation_train(wildcards):
+    """The train section of a variant (its model overrides and ablation.steps)."""
+    return train_section(config["train"], wildcards.variant, ABLATION_STEPS)
+
+
+def ablation_train_inputs(wildcards):
+    """The variant's caches, and the normal network its input needs (masked or not)."""
+    body = VARIANTS[wildcards.variant].body
+    inputs = {
+        "train": [ablation_cache(body, s) for s in TRAIN_SUBJECTS],
+        "test": [ablation_cache(body, s) for s in TEST_SUBJECTS],
+    }
+    model = ablation_train(wildcards)["model"]
+    if model["input"] in NORMAL_INPUTS:
+        inputs["normal"] = (
+            RESULTS / "train" / "normal_net" / "checkpoint.pt"
+            if model["masked_input"]
+            else RESULTS / "ablation" / "normal_net_unmasked" / "checkpoint.pt"
+        )
+    return inputs
+
+
+def ablation_reports(wildcards):
+    """Every variant's evaluation of every test subject, per seed."""
+    return expand(
+        RESULTS / "eval" / "ablation" / "{variant}" / "seed{seed}" / "{subject}.json",
+        variant=ABLATION["variants"],
+        seed=ABLATION["seeds"],
+        subject=TEST_SUBJECTS,
+    )
+
+
+def views_reconstruct_params(wildcards):
+    """The reconstruct section with the run's view count and selection."""
+    views = None if wildcards.n_views == "all" else int(wildcards.n_views)
+    section = {
+        **config["reconstruct"],
+        "views": views,
+        "view_selection": wildcards.selection,
+    }
+    return json.dumps({"seed": config["seed"], **section}, sort_keys=True)
+
+
+def views_reports(wildcards):
+    """The evaluation of every test subject for every selection and count."""
+    counts = ["all" if c is None else str(c) for c in VIEWS_STUDY["counts"]]
+    return expand(
+        RESULTS / "eval" / "views" / "{selection}-{n_views}" / "{subject}.json",
+        selection=VIEWS_STUDY["selections"],
+        n_views=counts,
+        subject=TEST_SUBJECTS,
+    )

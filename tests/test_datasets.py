@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from models.cache_io import load_index, open_cache
-from models.data import Pixel2ISDFDataset
+from models.data import Pixel2ISDFDataset, select_views
 from models.pifu.data import PifuDataset, balanced_draw, clip_frames, temporal_rows
 from pipeline.errors import PipelineError
 from tests.cache_fakes import CLOTHED_R, offset
@@ -194,3 +194,45 @@ def test_in_memory_images_give_the_same_items(caches: list[Path]) -> None:
     parallel = list(DataLoader(kept, batch_size=2, num_workers=2))
     serial = list(DataLoader(streamed, batch_size=2, num_workers=0))
     assert all(equal(x, y) for x, y in zip(serial, parallel, strict=True))
+
+
+def test_unmasked_crops_and_no_matte(caches: list[Path]) -> None:
+    masked = Pixel2ISDFDataset(caches[:1], n_views=3, n_points=5, seed=2)[0]
+    bare = Pixel2ISDFDataset(caches[:1], n_views=3, n_points=5, seed=2, masked=False)[0]
+    assert torch.equal(masked["view_index"], bare["view_index"])
+    assert torch.all(bare["alphas"] == 1)
+    with open_cache(caches[0]) as h5:
+        for k, r in enumerate(bare["view_index"].tolist()):
+            crop = h5["unmasked/images"][r]
+            np.testing.assert_allclose(bare["images"][k].permute(1, 2, 0).numpy(),
+                                       crop / 255.0, atol=1e-6)
+            alpha = h5["alphas"][r][..., None].astype(np.uint16)
+            np.testing.assert_array_equal((crop * alpha + 127) // 255, h5["images"][r])
+    in_memory = Pixel2ISDFDataset(caches[:1], n_views=3, n_points=5, seed=2, masked=False,
+                                  in_memory=True)[0]
+    assert equal(in_memory, bare)
+
+
+def test_no_unmasked_crops_is_refused(tmp_path: Path) -> None:
+    from tests.cache_fakes import SMALL
+    path = build_cache(tmp_path, params={**SMALL, "unmasked_crops": False})
+    assert "unmasked/images" not in open_cache(path)
+    Pixel2ISDFDataset([path], n_views=2, n_points=5)  # the method's input is there
+    with pytest.raises(PipelineError, match="no unmasked crops.*unmasked_crops: true"):
+        Pixel2ISDFDataset([path], n_views=2, n_points=5, masked=False)
+
+
+def test_select_views(caches: list[Path]) -> None:
+    index = load_index(caches[0])  # 3 frames with 2 usable views each
+    across = select_views(index, 3, "across", seed=4)
+    assert len(set(index.action_index[across].tolist())) == 3
+    np.testing.assert_array_equal(across, select_views(index, 3, "across", seed=4))
+    assert set(select_views(index, None, "across", 0).tolist()) == set(index.ok_views().tolist())
+    one = select_views(index, 2, "one_action", seed=4)
+    assert set(index.action_index[one].tolist()) == {0}  # ties: the first action
+    np.testing.assert_array_equal(select_views(index, None, "one_action", 0), one)
+    with pytest.raises(PipelineError, match="3 views asked .one_action. but its best action "
+                                            "has only 2"):
+        select_views(index, 3, "one_action", 0)
+    with pytest.raises(PipelineError, match="view selection must be one of"):
+        select_views(index, 1, "random", 0)

@@ -269,3 +269,15 @@ def test_resume_with_another_world_size_warns_and_resumes(tmp_path: Path, caplog
         step, _ = _resume(last, "pixel2isdf", "h", model, optimizer, scaler, World(size=1))
     assert step == 4
     assert "written by 2 processes, this run has 1: resuming" in caplog.text
+
+
+def test_normal_net_trained_on_other_inputs_is_refused(caches, normal_checkpoint,
+                                                       tmp_path: Path) -> None:
+    """The w/o-mask variant needs a normal network that saw unmasked crops too."""
+    out = tmp_path / "p2i" / "checkpoint.pt"
+    p = params("train", {"model": {**TINY_MODEL, "input": "normal", "masked_input": False}})
+    with pytest.raises(PipelineError, match="trained with masked_input True, "
+                                            "train.model.masked_input is False"):
+        run(train_caches=caches["train"], test_caches=caches["test"],
+            normal=normal_checkpoint, output=out, summary=out.parent / "train.json", params=p)
+    assert not out.exists()

@@ -214,3 +214,40 @@ def test_pifu_branch_end_to_end(tmp_path):
     assert "| iou | 0.8118 | 0.8599 |" in table
     assert (results / "report/render/pifu/s001.png").stat().st_size > 0
     assert not (results / "train/pixel2isdf").exists()  # stop_after: cache
+
+
+def test_ablation_and_views_study_share_the_main_stages(tmp_path):
+    """Both experiments on the tiny chain: after the main run, they plan only their own jobs
+    (no fit, cache or normal network of the main run again), and each writes its table."""
+    config = _synthetic_config()
+    config["data"].update({"subjects": ["s000", "s001"], "test_subjects": ["s001"]})
+    config["train"]["run"] = TINY_RUN
+    config["ablation"] = {"seeds": [1], "steps": 2}
+    config["views_study"] = {"counts": [1, None]}
+    write_config(tmp_path, config)
+    run_snakemake(tmp_path, "--cores", "2")
+    planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n", "ablation",
+                                          "views_study"))
+    assert planned == {
+        "fit_keypoints_only": 2, "oracle_fit": 2, "cache_ablation": 4,
+        "train_normal_unmasked": 1, "train_ablation": 6, "reconstruct_ablation": 6,
+        "evaluate": 6 + 4, "ablation_table": 1, "ablation": 1, "reconstruct_views": 4,
+        "views_table": 1, "views_study": 1}
+    run_snakemake(tmp_path, "--cores", "2", "ablation", "views_study")
+    results = tmp_path / "results/syn"
+    ablation = (results / "ablation/ablation.md").read_text()
+    for label in ("full model", "w/o mask", "w/o normal map", "w/o fit refinement",
+                  "oracle: truth body", "oracle: truth normal maps"):
+        assert f"| {label} |" in ablation
+    assert "One seed" in ablation and "2 training steps" in ablation
+    train = json.loads((results / "ablation/train/no_mask/seed1/train.json").read_text())
+    assert train["steps"] == 2
+    with np.load(results / "ablation/fit/keypoints_only/s000.npz") as fit:
+        assert fit["posed_vertices"].shape[0] == 1
+    views = (results / "views_study/views.md").read_text()
+    assert "| 1 |" in views and "| all |" in views
+    one = json.loads((results / "recon/views/one_action-1/s001.json").read_text())
+    assert one["n_views"] == 1 and one["view_selection"] == "one_action"
+    run_snakemake(tmp_path, "--report", "report.html", "all", "ablation", "views_study")
+    page = (tmp_path / "report.html").read_text()
+    assert "ablation.html" in page and "views.html" in page

@@ -20,6 +20,8 @@ class NormalNetConfig:
     """The normal network (pix2pixHD global generator, PIFuHD's sizes by default).
 
     ``input_size``: side the crops are resized to before the network (512 = the crop).
+    ``masked_input``: it sees the crops times the matte (false: the unmasked crops and no
+    matte, the w/o-mask ablation; a data choice, kept here so the checkpoint records it).
     """
 
     ngf: int = 64
@@ -27,6 +29,7 @@ class NormalNetConfig:
     n_blocks: int = 9
     norm: str = "instance"
     input_size: int = 512
+    masked_input: bool = True
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Pixel2ISDFConfig:
 
     Attributes:
         input: see ``INPUTS``. input_size: side the crops are resized to.
+        masked_input: the crops times the matte (false: unmasked crops and no matte, the
+            w/o-mask ablation; the datasets serve it, the checkpoint records it).
         feature_channels: C of the geometry network's feature map.
         geometry_width: ResNet-34 width factor (1 = 64/128/256/512).
         pretrained_resnet: optional torchvision ResNet-34 state dict file for the encoder.
@@ -51,6 +56,7 @@ class Pixel2ISDFConfig:
 
     input: str = "normal"
     input_size: int = 512
+    masked_input: bool = True
     feature_channels: int = 64
     geometry_width: float = 1.0
     pretrained_resnet: str | None = None

@@ -54,8 +54,10 @@ class NormalTask:
         self.cfg: NormalNetConfig = _config(NormalNetConfig, params["model"],
                                             "train_normal.model")
         self.seed = int(params["seed"])
-        self.train_set = ViewDataset(train_paths, uint8_images=True)
-        self.val_set = ViewDataset(test_paths, uint8_images=True) if test_paths else None
+        masked = self.cfg.masked_input
+        self.train_set = ViewDataset(train_paths, uint8_images=True, masked=masked)
+        self.val_set = (ViewDataset(test_paths, uint8_images=True, masked=masked)
+                        if test_paths else None)
 
     def build(self) -> nn.Module:
         return get_normal_net(self.model_config())
@@ -132,12 +134,19 @@ class Pixel2ISDFTask:
             data = load_checkpoint(normal_checkpoint, kind="normal_net")
             self.normal_cfg = model_config(data, normal_checkpoint)
             self.normal_state = data["model"]
+            normal_masked = bool(self.normal_cfg.get("masked_input", True))
+            if normal_masked != self.cfg.masked_input:
+                raise PipelineError(
+                    f"normal network {normal_checkpoint} was trained with masked_input "
+                    f"{normal_masked}, train.model.masked_input is {self.cfg.masked_input}; "
+                    "train the normal network with the same train_normal.model.masked_input")
         run = params["run"]
         oracle = self.cfg.input == "oracle_normal"
         self.n_subjects = len(train_paths)
         self.samples = run["steps"] * run["batch_size"]
         common = {"n_views": params["n_views"], "n_points": params["n_points"],
-                  "uint8_images": True, "with_normals": oracle}
+                  "uint8_images": True, "with_normals": oracle,
+                  "masked": self.cfg.masked_input}
         self.train_set = Pixel2ISDFDataset(train_paths, seed=self.seed,
                                            samples_per_subject=max(1, self.samples), **common)
         self.val_set = None
