@@ -281,3 +281,16 @@ def test_normal_net_trained_on_other_inputs_is_refused(caches, normal_checkpoint
         run(train_caches=caches["train"], test_caches=caches["test"],
             normal=normal_checkpoint, output=out, summary=out.parent / "train.json", params=p)
     assert not out.exists()
+
+
+def test_more_processes_than_visible_gpus_is_refused(monkeypatch) -> None:
+    """gpu=N with fewer visible devices: the second process on a one-GPU node stops, naming
+    both counts (CUDA faked: this machine has none)."""
+    from pipeline.training.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda", World(rank=0, size=2, local_rank=0)) == torch.device("cuda", 0)
+    with pytest.raises(PipelineError, match="2 processes on this node but only 1 visible CUDA"):
+        resolve_device("cuda", World(rank=1, size=2, local_rank=1))
+    assert resolve_device("cpu", World(rank=1, size=2, local_rank=1)) == torch.device("cpu")

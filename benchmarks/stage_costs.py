@@ -1,0 +1,147 @@
+"""Disk, memory and hours per stage of a finished run, and an estimate for a larger data set.
+
+    .venv/bin/python benchmarks/stage_costs.py                                   # the demo
+    .venv/bin/python benchmarks/stage_costs.py --target presets/paper.yaml      # scaled up
+
+Reads Snakemake's ``benchmark:`` files of the run of ``--config`` (``results/<dataset>/
+benchmarks/``: seconds and peak RSS per job) and the size of each stage's output folder, then
+scales each stage to ``--target``'s data set by its unit of work: photos × pixels for the
+synthesis and ingest, photos for the per-view stages, the fit and the cache, test subjects
+for reconstruction and evaluation. The estimate is linear, one job at a time on the measuring
+machine; it is not a measurement. The training stages are not scaled: their cost depends on
+the network sizes and the device (``benchmarks/train_speed.py``, ``benchmarks/gpu_check.sh``).
+Both data sets must be the synthetic kind (their shape comes from the ``synthesize``
+section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import load_config
+
+GPU_STAGES = {"train_normal", "train"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A rule: its benchmark files, its output folder and how its work scales."""
+
+    rule: str
+    outputs: str  # folder under results/<dataset>/ ("" for none; "data" for the photos)
+    unit: str  # photos_pixels | photos | test_subjects | fixed
+
+
+STAGES = (
+    Stage("synthesize", "data", "photos_pixels"),
+    Stage("check_synthetic", "synthetic_checks", "photos_pixels"),
+    Stage("ingest", "manifest", "photos_pixels"),
+    Stage("detect", "crop", "photos"),
+    Stage("mask", "mask", "photos"),
+    Stage("keypoints", "keypoints", "photos"),
+    Stage("fit", "fit", "photos"),
+    Stage("cache", "cache", "photos"),
+    Stage("train_normal", "train/normal_net", "fixed"),
+    Stage("train", "train/pixel2isdf", "fixed"),
+    Stage("reconstruct", "recon/pixel2isdf", "test_subjects"),
+    Stage("evaluate", "eval/pixel2isdf", "test_subjects"),
+)
+
+
+def shape(config: dict[str, Any]) -> dict[str, float]:
+    """The units of work of a synthetic data set's config."""
+    synth, data = config["synthesize"], config["data"]
+    photos = (len(data["subjects"]) * synth["n_actions"] * synth["n_frames"]
+              * synth["n_views"])
+    tested = len(data["test_subjects"]) if config["reconstruct"]["subjects"] == "test" \
+        else len(data["subjects"])
+    return {"photos": photos, "photos_pixels": photos * synth["width"] * synth["height"],
+            "test_subjects": max(1, tested), "fixed": 1}
+
+
+def benchmarks(folder: Path, rule: str) -> list[dict[str, float]]:
+    """The rows of a rule's benchmark files (``<rule>.tsv`` or ``<rule>/**/*.tsv``)."""
+    files = sorted((folder / rule).rglob("*.tsv")) if (folder / rule).is_dir() else []
+    if (folder / f"{rule}.tsv").is_file():
+        files.append(folder / f"{rule}.tsv")
+    rows = []
+    for path in files:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                rows.append({"s": float(row["s"]), "max_rss": float(row["max_rss"])})
+    return rows
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def stage_table(config: dict[str, Any], target: dict[str, Any] | None) -> str:
+    """The Markdown table of measured costs per stage (and the target's estimate)."""
+    results = Path(config["results"]) / config["data"]["dataset"]
+    data = Path(config["data"]["root"]) / config["data"]["dataset"]
+    have = shape(config)
+    want = shape(target) if target is not None else None
+    header = "| stage | jobs | total (h) | longest job (s) | peak RSS (MB) | disk (GB) |"
+    if want is not None:
+        header += " scale | est. total (h) | est. disk (GB) | wants a GPU |"
+    lines = [header, "|" + "---|" * header.count(" |")]
+    totals = [0.0, 0.0, 0.0, 0.0]
+    for stage in STAGES:
+        rows = benchmarks(results / "benchmarks", stage.rule)
+        if not rows:
+            continue
+        seconds = sum(r["s"] for r in rows)
+        disk = disk_bytes(data if stage.outputs == "data" else results / stage.outputs) / 1e9
+        cells = [stage.rule, str(len(rows)), f"{seconds / 3600:.3f}",
+                 f"{max(r['s'] for r in rows):.0f}", f"{max(r['max_rss'] for r in rows):.0f}",
+                 f"{disk:.3f}"]
+        totals[0] += seconds / 3600
+        totals[1] += disk
+        if want is not None:
+            gpu = stage.rule in GPU_STAGES
+            factor = want[stage.unit] / have[stage.unit]
+            hours = "not scaled" if gpu else f"{seconds * factor / 3600:.1f}"
+            est_disk = "not scaled" if gpu else f"{disk * factor:.2f}"
+            if not gpu:
+                totals[2] += seconds * factor / 3600
+                totals[3] += disk * factor
+            cells += [f"× {factor:.1f}", hours, est_disk, "yes" if gpu else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    total = ["**all**", "", f"{totals[0]:.2f}", "", "", f"{totals[1]:.2f}"]
+    if want is not None:
+        total += ["", f"{totals[2]:.1f} (+ training)", f"{totals[3]:.1f} (+ training)", ""]
+    lines.append("| " + " | ".join(total) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"),
+                        help="the config of the finished run that measured (default the demo)")
+    parser.add_argument("--target", type=Path, help="a config to scale the costs to")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    target = load_config(args.target) if args.target else None
+    have = shape(config)
+    print(f"Measured: {args.config} ({config['data']['dataset']}: {have['photos']:.0f} photos, "
+          f"{len(config['data']['subjects'])} subjects), {os.cpu_count()} CPU cores here.")
+    if target is not None:
+        want = shape(target)
+        print(f"Target: {args.target} ({target['data']['dataset']}: {want['photos']:.0f} "
+              f"photos, {len(target['data']['subjects'])} subjects); linear estimate, one job "
+              "at a time on this machine.")
+    print()
+    print(stage_table(config, target))
+
+
+if __name__ == "__main__":
+    main()
