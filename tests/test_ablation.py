@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.ablation import (VARIANTS, merged, normal_section, oracle_fit, parse_model,
-                               table, train_section)
+from pipeline.ablation import (
+    VARIANTS,
+    merged,
+    normal_section,
+    oracle_fit,
+    parse_model,
+    table,
+    train_section,
+)
 from pipeline.errors import PipelineError
 from pipeline.meshio import write_ply
 from tests.cache_fakes import make_subject
@@ -85,7 +92,7 @@ def test_oracle_fit_poses_the_truth_body(tmp_path: Path) -> None:
 def test_oracle_fit_refuses_a_data_set_without_truth_body(tmp_path: Path) -> None:
     paths = make_subject(tmp_path)
     output = tmp_path / "oracle.npz"
-    with pytest.raises(PipelineError, match="canonical_body.ply is missing"):
+    with pytest.raises(PipelineError, match=r"canonical_body\.ply is missing"):
         oracle_fit(fit=paths["fit"], truth=paths["truth"], output=output)
     _truth_body(paths)
     (paths["truth"] / "act01" / "body.json").unlink()

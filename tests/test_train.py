@@ -276,8 +276,8 @@ def test_normal_net_trained_on_other_inputs_is_refused(caches, normal_checkpoint
     """The w/o-mask variant needs a normal network that saw unmasked crops too."""
     out = tmp_path / "p2i" / "checkpoint.pt"
     p = params("train", {"model": {**TINY_MODEL, "input": "normal", "masked_input": False}})
-    with pytest.raises(PipelineError, match="trained with masked_input True, "
-                                            "train.model.masked_input is False"):
+    with pytest.raises(PipelineError, match=r"trained with masked_input True, "
+                                            r"train\.model\.masked_input is False"):
         run(train_caches=caches["train"], test_caches=caches["test"],
             normal=normal_checkpoint, output=out, summary=out.parent / "train.json", params=p)
     assert not out.exists()
