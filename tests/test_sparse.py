@@ -133,6 +133,26 @@ def test_strided_conv_matches_dense_conv(path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_bf16_autocast_forward_and_backward(path):
+    """Training under bf16 autocast (the trainer's CUDA default; CPU autocast here): fp32
+    features and weights in, bf16 out, gradients in the inputs' dtypes and close to fp32's.
+    The backward runs outside autocast, as the trainer's does."""
+    t = random_sparse(channels=8, dtype=torch.float32)
+    t.features.requires_grad_()
+    layer = tb.SubMConv3d(8, 8, indice_key="a", path=path)
+    want = layer(t).features
+    want_grads = grads(want, [t.features, layer.weight])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(t).features
+    assert out.dtype == torch.bfloat16
+    got = grads(out.float(), [t.features, layer.weight])
+    assert [g.dtype for g in got] == [torch.float32, torch.float32]
+    assert_close_scaled(out.float(), want, tol=2e-2)
+    for a, b in zip(got, want_grads, strict=True):
+        assert_close_scaled(a, b, tol=3e-2)
+
+
 def test_neighbour_map_is_cached_per_indice_key():
     t = random_sparse()
     a = tb.SubMConv3d(3, 3, indice_key="k").double()

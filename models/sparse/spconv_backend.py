@@ -55,7 +55,7 @@ def import_spconv() -> ModuleType:
     try:
         import spconv.pytorch as spconv_pytorch
     except ImportError as err:
-        from pipeline.errors import PipelineError
+        from models.errors import PipelineError
 
         raise PipelineError(f"the spconv sparse-conv backend needs spconv: {INSTALL_HINT} "
                             f"(or use sparse_backend 'torch'); import failed: {err}") from err

@@ -189,35 +189,47 @@ def conv_gather(features: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap
 class _ScatterConv(torch.autograd.Function):
     """Per-offset gather–matmul–scatter with a fused backward (one ``grad_in`` buffer instead of
     K³ zero-filled ones from autograd). First derivatives only: nothing differentiates a conv
-    twice (the Eikonal term's second derivatives stop at the sampled level features)."""
+    twice (the Eikonal term's second derivatives stop at the sampled level features).
+
+    Under autocast it computes in the autocast dtype (bf16 on CUDA by default), forward and
+    backward alike (backward runs outside autocast, so the dtype is kept in ``ctx``); the
+    gradients come back in the inputs' own dtypes, the weight's accumulated in it."""
 
     @staticmethod
     def forward(ctx: Any, features: torch.Tensor, weight: torch.Tensor,
                 pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...], m_out: int
                 ) -> torch.Tensor:
-        ctx.save_for_backward(features, weight)
+        device = features.device.type
+        dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                 else features.dtype)
+        ctx.dtypes = (features.dtype, weight.dtype)
+        f, w = features.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(f, w)
         ctx.pairs = pairs
-        out = features.new_zeros(m_out, weight.shape[2])
-        for k, (in_rows, out_rows) in enumerate(pairs):
-            if in_rows.numel():
-                out.index_add_(0, out_rows, features.index_select(0, in_rows) @ weight[k])
+        out = f.new_zeros(m_out, w.shape[2])
+        with torch.autocast(device, enabled=False):
+            for k, (in_rows, out_rows) in enumerate(pairs):
+                if in_rows.numel():
+                    out.index_add_(0, out_rows, f.index_select(0, in_rows) @ w[k])
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        features, weight = ctx.saved_tensors
-        grad_in = torch.zeros_like(features) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        f, w = ctx.saved_tensors
+        grad = grad.to(f.dtype)
+        grad_in = torch.zeros_like(f) if ctx.needs_input_grad[0] else None
+        grad_w = (torch.zeros(w.shape, dtype=ctx.dtypes[1], device=w.device)
+                  if ctx.needs_input_grad[1] else None)
         for k, (in_rows, out_rows) in enumerate(ctx.pairs):
             if not in_rows.numel():
                 continue
             g = grad.index_select(0, out_rows)
             if grad_w is not None:
-                grad_w[k] = features.index_select(0, in_rows).T @ g
+                grad_w[k] = f.index_select(0, in_rows).T @ g
             if grad_in is not None:
-                grad_in.index_add_(0, in_rows, g @ weight[k].T)
-        return grad_in, grad_w, None, None
+                grad_in.index_add_(0, in_rows, g @ w[k].T)
+        return (None if grad_in is None else grad_in.to(ctx.dtypes[0])), grad_w, None, None
 
 
 def conv_scatter(features: torch.Tensor, weight: torch.Tensor, nmap: NeighbourMap
