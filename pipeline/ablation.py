@@ -22,7 +22,6 @@ their functions.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
