@@ -33,8 +33,9 @@ class Stage:
     """A rule: its benchmark files, its output folder and how its work scales."""
 
     rule: str
-    outputs: str  # folder under results/<dataset>/ ("" for none; "data" for the photos)
+    outputs: str  # folder under results/<dataset>/ ("data": the photos and truth)
     unit: str  # photos_pixels | photos | test_subjects | fixed
+    benchmarks: str = ""  # its benchmark files under benchmarks/ (default: the rule's name)
 
 
 STAGES = (
@@ -49,7 +50,7 @@ STAGES = (
     Stage("train_normal", "train/normal_net", "fixed"),
     Stage("train", "train/pixel2isdf", "fixed"),
     Stage("reconstruct", "recon/pixel2isdf", "test_subjects"),
-    Stage("evaluate", "eval/pixel2isdf", "test_subjects"),
+    Stage("evaluate", "eval/pixel2isdf", "test_subjects", "evaluate/pixel2isdf"),
 )
 
 
@@ -65,7 +66,8 @@ def shape(config: dict[str, Any]) -> dict[str, float]:
 
 
 def benchmarks(folder: Path, rule: str) -> list[dict[str, float]]:
-    """The rows of a rule's benchmark files (``<rule>.tsv`` or ``<rule>/**/*.tsv``)."""
+    """The rows of a rule's benchmark files (``<rule>.tsv`` or ``<rule>/**/*.tsv``; the
+    experiments' jobs live in folders of their own and are not counted)."""
     files = sorted((folder / rule).rglob("*.tsv")) if (folder / rule).is_dir() else []
     if (folder / f"{rule}.tsv").is_file():
         files.append(folder / f"{rule}.tsv")
@@ -96,7 +98,7 @@ def stage_table(config: dict[str, Any], target: dict[str, Any] | None) -> str:
     lines = [header, "|" + "---|" * header.count(" |")]
     totals = [0.0, 0.0, 0.0, 0.0]
     for stage in STAGES:
-        rows = benchmarks(results / "benchmarks", stage.rule)
+        rows = benchmarks(results / "benchmarks", stage.benchmarks or stage.rule)
         if not rows:
             continue
         seconds = sum(r["s"] for r in rows)
