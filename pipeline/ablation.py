@@ -22,12 +22,16 @@ their functions.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.studies import StudyRow
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,20 @@ def parse_model(name: str) -> tuple[str, int]:
     return parts[1], int(parts[2][4:])
 
 
+def paired(row: StudyRow, full: StudyRow) -> str:
+    """`` (per seed: +1.51, +0.40; worse with all 2 seeds)``: the Chamfer differences to the
+    full model seed by seed (a seed fixes the initialisation and the draws of both runs)."""
+    seeds = sorted(set(row.per_seed) & set(full.per_seed))
+    diffs = [row.per_seed[s].chamfer_cm - full.per_seed[s].chamfer_cm for s in seeds]
+    if len(diffs) < 2 or any(math.isnan(d) for d in diffs):
+        return ""
+    shown = ", ".join(f"{d:+.2f}" for d in diffs)
+    if all(d > 0 for d in diffs) or all(d < 0 for d in diffs):
+        side = "worse" if diffs[0] > 0 else "better"
+        return f" (per seed: {shown}; {side} with all {len(diffs)} seeds)"
+    return f" (per seed: {shown}; the sign changes with the seed)"
+
+
 def table(*, reports: list[Path], csv_output: Path, markdown: Path, html_output: Path,
           params: dict[str, Any]) -> dict[str, Any]:
     """The ablation table from every variant's evaluation reports (``ablation`` section as
@@ -212,7 +230,7 @@ def table(*, reports: list[Path], csv_output: Path, markdown: Path, html_output:
                        ("worse" if diff > 0 else "better") + f" by more than {margin:.2f} cm, "
                        "the sum of the two half-ranges")
             notes.append(f"- {VARIANTS[row.key].label}: {cell(diff)} cm against the full "
-                         f"model; {verdict}.")
+                         f"model{paired(row, full)}; {verdict}.")
     subjects = ", ".join(rows[0].subjects)
     text = "\n\n".join([
         "# Ablation (the report's Table 1, plus oracle rows)",
