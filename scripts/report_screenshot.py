@@ -26,6 +26,8 @@ PAGES = {
     "training": ["Training", "training curves"],
     "body_fit": ["Body fit", "@first", "act00"],
     "preprocessing": ["Preprocessing", "@first", "act00"],
+    "ablation": ["Experiments", "Ablation", "ablation"],
+    "views_study": ["Experiments", "Views study", "views"],
 }
 """Page name → the menu entries clicked in turn (``@first``: the first entry of the list)."""
 
