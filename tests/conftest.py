@@ -1,11 +1,14 @@
-"""Shared fixtures: tiny data layouts made by the tests, and a Snakemake runner."""
+"""Shared fixtures: tiny data layouts made by the tests, a Snakemake runner, and a loader for
+the benchmark scripts (benchmarks/ is not a package)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,6 +16,17 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (registered under ``name``: dataclasses look
+    their module up in ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (96, 128)) -> Path:

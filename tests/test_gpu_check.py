@@ -4,7 +4,6 @@ the presets."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,17 +14,14 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def gpu_check_setup() -> ModuleType:
-    """The script's setup module, loaded from its file (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_check_setup",
-                                                  REPO / "benchmarks/gpu_check_setup.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script's setup module (sections, presets, synthetic inputs)."""
+    return load_benchmark("gpu_check_setup")
 
 
 def run_wrapper(args: list[str], blocked: Path) -> subprocess.CompletedProcess:

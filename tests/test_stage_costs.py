@@ -3,24 +3,16 @@ files made here."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 from pipeline.config import validate_config
+from tests.conftest import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def stage_costs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stage_costs",
-                                                  REPO / "benchmarks/stage_costs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["stage_costs"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("stage_costs")
 
 
 def _config(tmp_path: Path, subjects: int, actions: int) -> dict:
