@@ -10,7 +10,6 @@ from pipeline.config import validate_config
 from tests.conftest import load_benchmark
 
 
-
 def stage_costs() -> ModuleType:
     return load_benchmark("stage_costs")
 
