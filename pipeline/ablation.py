@@ -14,9 +14,9 @@ Snakemake rules in ``rules/ablation.smk`` point at the shared files):
 ``oracle_normal``         oracle: the truth normal maps as the input
 ========================  ==========================================================
 
-This module imports only the standard library at the top, because the Snakefile reads
-:data:`VARIANTS` and :func:`train_section`; the table and the oracle fit import numpy in
-their functions.
+The Snakefile reads :data:`VARIANTS` and :func:`train_section`, so the top-level imports are
+the standard library and ``pipeline.errors`` only; the table and the oracle fit import numpy
+and the other stages in their functions.
 """
 
 from __future__ import annotations
