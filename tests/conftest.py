@@ -12,10 +12,22 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Put torch's intra-op thread count back after every test: stages run in-process
+    (fit, train, reconstruct) set it from their config, and a count leaking into the next
+    test would make its float32 sums depend on the order the tests ran in. The suite's own
+    count comes from the environment (``OMP_NUM_THREADS=1 make test`` checks one thread)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 def load_benchmark(name: str) -> ModuleType:
