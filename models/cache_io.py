@@ -15,10 +15,11 @@ import numpy as np
 
 from models.errors import PipelineError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Layout version; bump it whenever a dataset or attribute changes name, shape or meaning.
 2: the PIFu targets follow PIFu's sampling (one σ of 5 cm, 1/17 uniform).
-3: the unmasked crops beside the masked ones (``unmasked/images``, the w/o-mask ablation)."""
+3: the unmasked crops beside the masked ones (``unmasked/images``, the w/o-mask ablation).
+4: the fitted canonical body's signed-distance volume (``body_sdf/``, the body prior)."""
 
 SCHEMA = f"pixel2isdf.cache/{SCHEMA_VERSION}"
 
@@ -77,6 +78,7 @@ class CacheIndex:
         pifu_actions: actions that have PIFu targets (``pifu/<action>``).
         has_oracle_normals: ``oracle/normals`` is present.
         has_unmasked: ``unmasked/images`` (the crops before the matte) is present.
+        has_body_sdf: ``body_sdf/`` (the fitted body's signed-distance volume) is present.
     """
 
     path: Path
@@ -90,6 +92,7 @@ class CacheIndex:
     pifu_actions: tuple[str, ...]
     has_oracle_normals: bool
     has_unmasked: bool = False
+    has_body_sdf: bool = False
 
     @property
     def camera_keys(self) -> tuple[str, ...]:
@@ -121,7 +124,8 @@ def read_index(handle: h5py.File) -> CacheIndex:
             action_index=np.asarray(handle["action_index"][()], dtype=np.int64),
             view_ok=np.asarray(handle["view_ok"][()], dtype=bool), pifu_actions=pifu,
             has_oracle_normals="oracle/normals" in handle,
-            has_unmasked="unmasked/images" in handle)
+            has_unmasked="unmasked/images" in handle,
+            has_body_sdf="body_sdf/values" in handle)
     except KeyError as exc:
         raise PipelineError(f"cache file {path} lacks {exc}; {REBUILD_HINT}") from exc
 
@@ -141,3 +145,17 @@ def canonical_body(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                     np.asarray(handle["faces"], dtype=np.int64))
         except KeyError as exc:
             raise PipelineError(f"cache file {path} lacks {exc}; {REBUILD_HINT}") from exc
+
+
+def body_sdf(path: str | Path) -> dict[str, np.ndarray]:
+    """The fitted canonical body's signed-distance volume of a cache file: ``values``
+    ``(R, R, R)`` float32 ``[z, y, x]``, ``lo``/``hi`` ``(3,)`` float32; PipelineError naming
+    the file and the rebuild command when it has none."""
+    with open_cache(path) as handle:
+        if "body_sdf/values" not in handle:
+            raise PipelineError(
+                f"cache file {path} has no body signed-distance volume (body_sdf: "
+                f"{handle.attrs.get('body_sdf', 'absent')}), which train.model.prior 'body' "
+                "needs; rebuild it with cache.body_sdf_resolution > 0: "
+                "`snakemake --forcerun cache`")
+        return {k: np.asarray(handle[f"body_sdf/{k}"][()]) for k in ("values", "lo", "hi")}

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.cache_io import CacheIndex, load_index, open_cache
+from models.cache_io import CacheIndex, body_sdf, load_index, open_cache
 from models.errors import PipelineError
 
 
@@ -241,7 +241,10 @@ class Pixel2ISDFDataset(Dataset):
     * ``points`` (P, 3) canonical-space samples and ``sdf`` (P,) their signed distance to the
       truth clothed surface (negative inside), drawn from the cache's ``sdf`` pool;
     * ``view_index``, ``action_index`` (K,) int64 rows in the cache; ``subject_index`` ();
-    * with ``with_normals``: ``normals`` (K, 3, S, S) uint8 truth normal maps (oracle input).
+    * with ``with_normals``: ``normals`` (K, 3, S, S) uint8 truth normal maps (oracle input);
+    * with ``with_body_sdf``: ``body_sdf`` (R, R, R) float32, the fitted canonical body's
+      signed-distance volume ``[z, y, x]``, and its cube's corners ``body_sdf_lo``,
+      ``body_sdf_hi`` (3,) (the body prior).
 
     The K views are drawn without replacement among all ``view_ok`` views of all actions.
 
@@ -261,14 +264,15 @@ class Pixel2ISDFDataset(Dataset):
     def __init__(self, paths: Sequence[str | Path], *, n_views: int = 4, n_points: int = 10_000,
                  seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False,
                  in_memory: bool = False, with_normals: bool = False,
-                 masked: bool = True, rows: Sequence[np.ndarray] | None = None) -> None:
+                 masked: bool = True, rows: Sequence[np.ndarray] | None = None,
+                 with_body_sdf: bool = False) -> None:
         if n_views < 1 or n_points < 1 or samples_per_subject < 1:
             raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
         self.caches = CacheFiles(paths, in_memory, masked)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
         self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
-        self.with_normals = with_normals
+        self.with_normals, self.with_body_sdf = with_normals, with_body_sdf
         self.rows = ([np.asarray(r, dtype=np.int64) for r in rows] if rows is not None
                      else [index.ok_views() for index in self.indexes])
         if len(self.rows) != len(self.indexes):
@@ -276,6 +280,8 @@ class Pixel2ISDFDataset(Dataset):
         for s, index in enumerate(self.indexes):
             if with_normals and not index.has_oracle_normals:
                 self.caches.normals(s, [])  # raises, naming the file
+            if with_body_sdf and not index.has_body_sdf:
+                body_sdf(index.path)  # raises, naming the file and the rebuild command
             self.caches.check_images(index)
             if len(self.rows[s]) < n_views:
                 raise PipelineError(f"cache file {index.path}: {len(self.rows[s])} views "
@@ -295,6 +301,10 @@ class Pixel2ISDFDataset(Dataset):
         pool = self.caches.array(s, "sdf/points")
         pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
         extra = {"normals": self.caches.normals(s, rows)} if self.with_normals else {}
+        if self.with_body_sdf:
+            extra.update({f"body_sdf{suffix}": torch.from_numpy(
+                self.caches.array(s, f"body_sdf/{name}").copy())
+                for suffix, name in (("", "values"), ("_lo", "lo"), ("_hi", "hi"))})
         return {
             **extra,
             "images": images, "alphas": alphas, **camera_tensors(self.caches, s, index, rows),

@@ -32,7 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray, read_rgb
 from pipeline.io import atomic_path, file_sha256, read_json
 from pipeline.progress import progress
-from pipeline.sdf import read_watertight, sample_sdf_points, surface_samples
+from pipeline.sdf import read_watertight, sample_sdf_points, sdf_volume, surface_samples
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class CacheParams:
     compression_level: int = 4
     oracle_normals: bool = True
     unmasked_crops: bool = True
+    body_sdf_resolution: int = 128
+    body_sdf_padding: float = 0.15
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CacheParams:
@@ -268,6 +270,19 @@ def _write_targets(h5: h5py.File, canonical: tuple[np.ndarray, np.ndarray],
             bar.update()
 
 
+def _write_body_sdf(h5: h5py.File, vertices: np.ndarray, faces: np.ndarray, p: CacheParams,
+                    name: str) -> None:
+    """``body_sdf/values`` (the fitted canonical body's signed-distance volume, the body
+    prior's d_body) with its cube's corners ``body_sdf/lo``, ``body_sdf/hi``."""
+    volume = sdf_volume(vertices, faces, p.body_sdf_resolution, p.body_sdf_padding, name=name)
+    group = h5.create_group("body_sdf")
+    group.attrs.update({"resolution": p.body_sdf_resolution, "padding": p.body_sdf_padding,
+                        "layout": "[z, y, x], metres, negative inside"})
+    _array(group, "values", volume["values"], p)
+    _array(group, "lo", volume["lo"].astype(np.float32), p)
+    _array(group, "hi", volume["hi"].astype(np.float32), p)
+
+
 def json_attrs(values: dict[str, Any]) -> dict[str, Any]:
     """Attribute-safe values: lists become JSON strings."""
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in values.items()}
@@ -323,6 +338,11 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
         _array(h5, "faces", arrays["faces"].astype(np.int32), p)
         if "bone_names" in arrays:
             _array(h5, "bone_names", arrays["bone_names"], p)
+        if p.body_sdf_resolution > 0:
+            _write_body_sdf(h5, arrays["canonical_vertices"], arrays["faces"], p,
+                            f"{fit} (fitted canonical body)")
+        h5.attrs["body_sdf"] = ("present" if p.body_sdf_resolution > 0
+                                else "absent: cache.body_sdf_resolution is 0")
         note = _write_views(h5, rows, size, truth, p, subject)
         h5.attrs["oracle_normals"] = note
         h5.attrs["unmasked_crops"] = ("present" if p.unmasked_crops

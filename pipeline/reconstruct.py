@@ -24,15 +24,15 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from models.cache_io import canonical_body, load_index
+from models.cache_io import load_index
 from models.data import Pixel2ISDFDataset, select_views
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
+from models.pixel2isdf.body_prior import BodySDF
 from models.pixel2isdf.config import Pixel2ISDFConfig, from_mapping
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.meshio import write_ply
-from pipeline.sdf import sdf_function
 from pipeline.training.checkpoint import load_checkpoint, load_state, model_config
 from pipeline.training.distributed import World, resolve_device
 
@@ -77,7 +77,8 @@ def load_model(path: Path, device: torch.device,
 
 
 def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
-                  masked: bool = True, selection: str = "across") -> tuple[
+                  masked: bool = True, selection: str = "across",
+                  with_body_sdf: bool = False) -> tuple[
                       dict[str, torch.Tensor], list[str]]:
     """The views of a subject that :func:`models.data.select_views` picks (``views`` of them,
     or all, by ``selection`` with ``seed``) as a batch of one, with the names
@@ -86,7 +87,7 @@ def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
     rows = select_views(index, views, selection, seed)
     dataset = Pixel2ISDFDataset([cache], n_views=len(rows), n_points=1, seed=seed,
                                 uint8_images=True, with_normals=oracle, masked=masked,
-                                rows=[rows])
+                                rows=[rows], with_body_sdf=with_body_sdf)
     item = dataset[0]
     rows = item["view_index"].tolist()
     names = [f"{index.actions[index.action_index[r]]}/{index.view_names[r]}" for r in rows]
@@ -111,13 +112,12 @@ def extract_mesh(grid: GridResult, largest_component: bool) -> tuple[np.ndarray,
     return verts, faces
 
 
-def body_band_field(cache: Path, band: float) -> Callable[[np.ndarray], np.ndarray]:
-    """``x ↦ sdf_body(x) − band``: the signed distance to the fitted canonical body grown by
-    ``band`` metres. Its max with the network's SDF is the CSG intersection of the two
-    solids: nothing farther than ``band`` from the body, where no training sample lies."""
-    vertices, faces = canonical_body(cache)
-    body = sdf_function(vertices, faces, name=f"{cache} (fitted canonical body)")
-    return lambda points: body(points).astype(np.float64) - band
+def body_band_field(body: BodySDF, band: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x ↦ d_body(x) − band`` on ``(B, P, 3)`` points: the signed distance to the fitted
+    canonical body (the cache's volume, as the body prior reads it) grown by ``band`` metres.
+    Its max with the network's SDF is the CSG intersection of the two solids: nothing
+    farther than ``band`` from the body, where no training sample lies."""
+    return lambda points: body(points) - band
 
 
 def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str = "test",
@@ -129,24 +129,26 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     device = resolve_device(params["device"], World())
     expected = None if train_model is None else json.loads(train_model)
     model = load_model(checkpoint, device, expected)
+    band = params["body_band"]
     batch, names = subject_batch(cache, params["views"], params["seed"],
                                  model.cfg.input == "oracle_normal", model.cfg.masked_input,
-                                 params["view_selection"])
+                                 params["view_selection"],
+                                 with_body_sdf=model.cfg.prior == "body" or band is not None)
     batch = {k: v.to(device) for k, v in batch.items()}
     t0 = time.perf_counter()
     with torch.no_grad():
         volume = model.encode(batch)
     encode_s = time.perf_counter() - t0
     centre, half = volume.centre[0].cpu().numpy(), float(volume.half[0])
-
-    band = params["body_band"]
-    body = None if band is None else body_band_field(cache, band)
+    body = None if band is None else body_band_field(BodySDF.from_batch(batch), band)
 
     def sdf(points: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             p = torch.as_tensor(points, dtype=torch.float32, device=device)[None]
-            values = model.query(volume, p)[0].double().cpu().numpy()
-        return values if body is None else np.maximum(values, body(points))
+            values = model.query(volume, p)
+            if body is not None:
+                values = torch.maximum(values, body(p))
+            return values[0].double().cpu().numpy()
 
     t0 = time.perf_counter()
     grid = evaluate_grid(sdf, centre - half, centre + half, resolution=params["resolution"],
@@ -167,7 +169,7 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
         "views": names, "n_views": len(names), "view_selection": params["view_selection"],
         "actions": sorted({name.split("/")[0] for name in names}),
         "resolution": params["resolution"],
-        "body_band": band,
+        "body_band": band, "prior": model.cfg.prior,
         "queries": grid.queries, "dense_queries": grid.dense_queries,
         "query_reduction": round(grid.dense_queries / grid.queries, 2),
         "seconds": {"encode": round(encode_s, 3), "grid": round(grid_s, 3),

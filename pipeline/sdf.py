@@ -250,3 +250,36 @@ def sample_sdf_points(vertices: np.ndarray, faces: np.ndarray, n_points: int, *,
     sdf = _sdf(v, f, points.astype(np.float64), DEFAULT_CHUNK)
     kind = np.concatenate([np.zeros(n_uniform, np.uint8), np.ones(n_near, np.uint8)])
     return {"points": points, "sdf": sdf, "kind": kind}
+
+
+def sdf_volume(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding: float, *,
+               name: str = "mesh", chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
+    """Exact signed distances on a regular grid over a cube around the mesh.
+
+    The cube is centred on the mesh's bounding box, its half side the box's largest half
+    extent × ``(1 + 2 · padding)``: the latent volume's cube
+    (:func:`models.pixel2isdf.model.body_cube`) with this padding, so a volume built with a
+    padding at least ``train.model.volume_padding`` covers it.
+
+    Args:
+        vertices, faces: the closed mesh (checked as ``signed_distance`` does).
+        resolution: R grid points per side (the first and last on the cube's faces).
+        padding: margin per side as a fraction of the largest extent.
+
+    Returns:
+        ``values`` ``(R, R, R)`` float32 indexed ``[z, y, x]`` (negative inside), ``lo`` and
+        ``hi`` ``(3,)`` float64 corners (x, y, z).
+    """
+    if resolution < 2 or padding < 0:
+        raise ValueError(f"need resolution >= 2 and padding >= 0, got {resolution}, {padding}")
+    check_watertight(vertices, faces, name)
+    v, f = _as_mesh(vertices, faces, name)
+    low, high = v.min(axis=0), v.max(axis=0)
+    centre = (low + high) / 2
+    half = float((high - low).max()) / 2 * (1 + 2 * padding)
+    lo, hi = centre - half, centre + half
+    axis = np.linspace(0.0, 1.0, resolution)
+    zz, yy, xx = np.meshgrid(axis, axis, axis, indexing="ij")
+    points = lo + np.stack([xx, yy, zz], axis=-1).reshape(-1, 3) * (hi - lo)
+    values = _sdf(v, f, points, chunk).reshape(resolution, resolution, resolution)
+    return {"values": values, "lo": lo, "hi": hi}

@@ -22,7 +22,10 @@ from pipeline.meshio import write_ply
 BODY_R, CLOTHED_R = 0.3, 0.4
 PHOTO = (96, 128)  # (H, W) of the truth normal maps
 X0, Y0 = 10, 5
-SMALL = {"seed": 3, "n_sdf_points": 3000, "n_surface_points": 500, "n_pifu_points": 1500}
+SMALL = {"seed": 3, "n_sdf_points": 3000, "n_surface_points": 500, "n_pifu_points": 1500,
+         "body_sdf_resolution": 33, "body_sdf_padding": 0.6}
+"""Small point counts; a coarse body volume whose cube covers a latent volume padded by up to
+0.6 (the tests' models use 0.5)."""
 
 
 def offset(a: int) -> np.ndarray:

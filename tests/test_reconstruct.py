@@ -94,13 +94,14 @@ def test_checkpoint_of_another_model_is_refused(trained, tmp_path: Path) -> None
 
 
 def test_checkpoint_not_matching_the_config_is_refused(trained, tmp_path: Path) -> None:
-    config = json.dumps({**TINY_MODEL, "volume_padding": 0.5, "latent_dim": 8})
+    config = json.dumps({**TINY_MODEL, "volume_padding": 0.5, "latent_dim": 8,
+                         "prior": "body"})
     with pytest.raises(PipelineError, match=r"does not match the config's train.model "
                                             r"\(latent_dim: checkpoint 4, config 8\)"):
         run(checkpoint=trained["checkpoint"], cache=trained["cache"], train_model=config,
             output=tmp_path / "x.ply", report=tmp_path / "x.json", params=recon_params())
     assert not (tmp_path / "x.ply").exists() and not (tmp_path / "x.json").exists()
-    same = json.dumps({**TINY_MODEL, "volume_padding": 0.5})
+    same = json.dumps({**TINY_MODEL, "volume_padding": 0.5, "prior": "body"})
     run(checkpoint=trained["checkpoint"], cache=trained["cache"], train_model=same,
         output=tmp_path / "y.ply", report=tmp_path / "y.json", params=recon_params())
 

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 
 from models.config import from_mapping
 
-__all__ = ["INPUTS", "NormalNetConfig", "Pixel2ISDFConfig", "from_mapping"]
+__all__ = ["INPUTS", "PRIORS", "NormalNetConfig", "Pixel2ISDFConfig", "from_mapping"]
 
 INPUTS = ("normal", "image", "image_normal", "oracle_normal")
 """What the geometry network sees: the predicted normal map (the method), the masked image
 (the "w/o normal map" ablation), both, or the truth normal map (an oracle ablation)."""
+
+PRIORS = ("body", "sphere")
+"""What the SDF starts from (``Pixel2ISDFConfig.prior``). The dataclass default is the
+report's ``sphere`` (so a checkpoint written before the option existed reads as what it was);
+the pipeline's config schema defaults to ``body``."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,14 @@ class Pixel2ISDFConfig:
         sparse_backend: ``auto``, ``torch`` or ``spconv``.
         bn_momentum: running-statistics momentum of the diffusion's batch norms.
         head_hidden, head_layers, head_skip, n_freqs: the SDF MLP.
-        init_radius: radius of the initial SDF sphere, fraction of the cube's half side.
+        init_radius: radius of the initial SDF sphere, fraction of the cube's half side
+            (``prior: sphere`` only).
+        prior: what the SDF starts from. ``sphere``: the report's geometric initialisation
+            (the head learns the whole shape). ``body``: the fitted canonical body's signed
+            distance, ``SDF = d_body + residual`` with the residual starting at zero (our
+            departure from the report; :mod:`models.pixel2isdf.body_prior`).
+        fine_level: also sample the diffusion's full-resolution level (conv0, stride 1),
+            besides the report's four (strides 2–16).
     """
 
     input: str = "normal"
@@ -72,10 +84,14 @@ class Pixel2ISDFConfig:
     head_skip: int | None = 4
     n_freqs: int = 6
     init_radius: float = 1.0
+    prior: str = "sphere"
+    fine_level: bool = False
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise ValueError(f"model.input must be one of {INPUTS}, got {self.input!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"model.prior must be one of {PRIORS}, got {self.prior!r}")
 
     @property
     def geometry_in_channels(self) -> int:

@@ -59,17 +59,20 @@ class SparseConvNet(nn.Module):
             its 400k-step runs; a run of a few hundred steps needs ~0.1, or its eval-mode
             statistics are still mostly the initial ones).
 
+        fine_level: also return conv0's output (stride 1) as a fifth, first level.
+
     Attributes:
-        strides: ``(2, 4, 8, 16)``, each level's stride relative to the input grid.
-        level_channels: the four levels' channel counts.
+        strides: ``(2, 4, 8, 16)`` (``(1, 2, 4, 8, 16)`` with ``fine_level``), each level's
+            stride relative to the input grid.
+        level_channels: the levels' channel counts.
         out_channels: their sum, the width of :func:`diffuse_and_sample`'s output.
     """
 
-    strides = (2, 4, 8, 16)
-
     def __init__(self, in_channels: int, width: float = 1.0, backend: str = "auto",
-                 bn_momentum: float = 0.01) -> None:
+                 bn_momentum: float = 0.01, fine_level: bool = False) -> None:
         super().__init__()
+        self.fine_level = fine_level
+        self.strides: tuple[int, ...] = (1, 2, 4, 8, 16) if fine_level else (2, 4, 8, 16)
         layers = make_layers(backend)
         self.backend = layers.name
 
@@ -96,19 +99,21 @@ class SparseConvNet(nn.Module):
         self.conv3 = subm(c128, c128, 3, "subm3")
         self.down3 = down(c128, c128, "down3")
         self.conv4 = subm(c128, c128, 3, "subm4")
-        self.level_channels = (c32, c64, c128, c128)
+        self.level_channels: tuple[int, ...] = (c32, c64, c128, c128)
+        if fine_level:
+            self.level_channels = (c16, *self.level_channels)
         self.out_channels = sum(self.level_channels)
 
     def forward(self, t: SparseTensor) -> list[SparseTensor]:
         """Input features ``(M, C)`` on a ``(D, H, W)`` grid → 4 levels, features ``(M_l,
         level_channels[l])`` on grids of ``(D, H, W)`` halved (``(n - 1) // 2 + 1``) 1…4
-        times."""
+        times (with ``fine_level``, conv0's output on the input grid first)."""
         t = self.conv0(t)
         level1 = self.conv1(self.down0(t))
         level2 = self.conv2(self.down1(level1))
         level3 = self.conv3(self.down2(level2))
         level4 = self.conv4(self.down3(level3))
-        return [level1, level2, level3, level4]
+        return ([t] if self.fine_level else []) + [level1, level2, level3, level4]
 
 
 def diffuse_and_sample(net: SparseConvNet, codes: torch.Tensor, vertices: torch.Tensor,

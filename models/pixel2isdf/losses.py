@@ -12,8 +12,10 @@ from __future__ import annotations
 import torch
 
 
-def truncated_l2(pred: torch.Tensor, target: torch.Tensor, delta: float) -> torch.Tensor:
-    """``(B, P)``, ``(B, P)`` → scalar mean of the squared difference of the clamped SDFs.
+def truncated_l2(pred: torch.Tensor, target: torch.Tensor, delta: float,
+                 unit: float = 1.0) -> torch.Tensor:
+    """``(B, P)``, ``(B, P)`` → scalar mean of the squared difference of the clamped SDFs,
+    both divided by ``unit`` first (1: metres², equation (7); δ: a term of order 1).
 
     The value is equation (7)'s. Its gradient is not quite: a clamped prediction has no
     gradient beyond ``±δ``, so a point predicted deep on the **wrong** side (as every point
@@ -24,7 +26,7 @@ def truncated_l2(pred: torch.Tensor, target: torch.Tensor, delta: float) -> torc
     clamped = pred.clamp(-delta, delta)
     wrong_side = (pred < 0) != (target < 0)
     clamped = torch.where(wrong_side, pred + (clamped - pred).detach(), clamped)
-    return ((clamped - target.clamp(-delta, delta)) ** 2).mean()
+    return (((clamped - target.clamp(-delta, delta)) / unit) ** 2).mean()
 
 
 def sdf_gradient(sdf: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -41,7 +43,8 @@ def eikonal(grad: torch.Tensor) -> torch.Tensor:
 
 
 def sdf_losses(pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor, *,
-               delta: float, eikonal_weight: float) -> dict[str, torch.Tensor]:
+               delta: float, eikonal_weight: float,
+               sdf_units: str = "metres") -> dict[str, torch.Tensor]:
     """The training objective.
 
     Args:
@@ -49,11 +52,14 @@ def sdf_losses(pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor, *
         target: ``(B, P)`` truth SDF (metres, negative inside).
         points: ``(B, P, 3)`` the query points (``requires_grad``).
         delta: truncation δ (metres). eikonal_weight: λ.
+        sdf_units: ``metres`` (equation (7) as written) or ``delta`` (SDFs divided by δ).
 
     Returns:
         ``{"sdf": L_sdf, "eikonal": L_eik, "total": L_sdf + λ L_eik}``.
     """
-    l_sdf = truncated_l2(pred, target, delta)
+    if sdf_units not in ("metres", "delta"):
+        raise ValueError(f"sdf_units must be 'metres' or 'delta', got {sdf_units!r}")
+    l_sdf = truncated_l2(pred, target, delta, delta if sdf_units == "delta" else 1.0)
     l_eik = eikonal(sdf_gradient(pred, points))
     return {"sdf": l_sdf, "eikonal": l_eik, "total": l_sdf + eikonal_weight * l_eik}
 

@@ -18,6 +18,7 @@ from torch import nn
 from models.blocks.images import as_float_image, resize
 from models.blocks.projection import sample_vertex_features
 from models.blocks.resunet import ResUNet34, load_torchvision_resnet34
+from models.pixel2isdf.body_prior import BodySDF, check_covers
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig
 from models.pixel2isdf.diffusion import SparseConvNet
 from models.pixel2isdf.fusion import ViewFusion
@@ -37,6 +38,7 @@ class LatentVolume:
         origin: ``(B, 3)`` position (x, y, z) of voxel (0, 0, 0). voxel_size: ``(B,)`` metres.
         centre: ``(B, 3)`` cube centre. half: ``(B,)`` cube half side (metres).
         shape: grid points per side (D, H, W).
+        body: the fitted bodies' signed-distance volumes (``prior: body``), else None.
     """
 
     levels: list[torch.Tensor]
@@ -46,6 +48,7 @@ class LatentVolume:
     centre: torch.Tensor
     half: torch.Tensor
     shape: tuple[int, int, int]
+    body: BodySDF | None = None
 
 
 def body_cube(vertices: torch.Tensor, padding: float, resolution: int) -> tuple[
@@ -96,9 +99,11 @@ class Pixel2ISDF(nn.Module):
             load_torchvision_resnet34(self.geometry, cfg.pretrained_resnet)
         self.fusion = ViewFusion(cfg.feature_channels, cfg.fusion_hidden, cfg.latent_dim)
         self.diffusion = SparseConvNet(cfg.latent_dim, cfg.diffusion_width, cfg.sparse_backend,
-                                       cfg.bn_momentum)
+                                       cfg.bn_momentum, fine_level=cfg.fine_level)
+        body = cfg.prior == "body"
         self.head = SDFHead(self.diffusion.out_channels, cfg.head_hidden, cfg.head_layers,
-                            cfg.n_freqs, cfg.head_skip, cfg.init_radius)
+                            cfg.n_freqs, cfg.head_skip, cfg.init_radius,
+                            init="zero" if body else "sphere", extra_inputs=int(body))
 
     def train(self, mode: bool = True) -> Pixel2ISDF:
         super().train(mode)
@@ -152,7 +157,9 @@ class Pixel2ISDF(nn.Module):
         Args:
             batch: ``images`` ``(B, K, 3, S, S)``, ``alphas`` ``(B, K, 1, S, S)``,
                 ``camera_*`` ``(B, K, …)``, ``posed_vertices`` ``(B, K, N, 3)``,
-                ``canonical_vertices`` ``(B, N, 3)`` (and ``normals`` for the oracle input).
+                ``canonical_vertices`` ``(B, N, 3)`` (and ``normals`` for the oracle input;
+                ``body_sdf`` ``(B, R, R, R)``, ``body_sdf_lo``/``_hi`` ``(B, 3)`` for the body
+                prior).
 
         Returns:
             the :class:`LatentVolume`.
@@ -175,20 +182,32 @@ class Pixel2ISDF(nn.Module):
         res = self.cfg.volume_resolution
         origin, voxel, centre, half = body_cube(canonical, self.cfg.volume_padding, res)
         shape = (res, res, res)
+        body = None
+        if self.cfg.prior == "body":
+            body = BodySDF.from_batch(batch)
+            check_covers(body, centre - half[:, None], centre + half[:, None],
+                         f"the latent volume's cube (train.model.volume_padding "
+                         f"{self.cfg.volume_padding})")
         with self.timer("diffusion"):
             sparse = voxelize(canonical, codes, origin, voxel, shape)
             levels = [densify(level) for level in self.diffusion(sparse)]
         return LatentVolume(levels, list(self.diffusion.strides), origin, voxel, centre, half,
-                            shape)
+                            shape, body)
 
     def query(self, volume: LatentVolume, points: torch.Tensor) -> torch.Tensor:
         """Signed distance (metres, negative inside) at canonical-frame ``points`` ``(B, P, 3)``
-        → ``(B, P)``."""
+        → ``(B, P)``; with the body prior, ``d_body`` plus the head's residual."""
         with self.timer("sdf_head_loss"):
             latent = sample_levels(volume.levels, points, volume.origin, volume.voxel_size,
                                    volume.strides)
-            x_n = (points - volume.centre[:, None]) / volume.half[:, None, None]
-            return self.head(latent, x_n) * volume.half[:, None]
+            half = volume.half[:, None]
+            x_n = (points - volume.centre[:, None]) / half[..., None]
+            if volume.body is None:
+                if self.cfg.prior == "body":
+                    raise ValueError("a body-prior network needs a LatentVolume with body")
+                return self.head(latent, x_n) * half
+            d_body = volume.body(points)
+            return d_body + self.head(latent, x_n, (d_body / half)[..., None]) * half
 
     def forward(self, batch: dict[str, torch.Tensor], points: torch.Tensor) -> torch.Tensor:
         """``encode`` then ``query``: ``(B, P, 3)`` → ``(B, P)``."""

@@ -14,6 +14,12 @@ untrained head therefore computes ≈ ``|x_n| − r`` (after the calibration of
 is a sphere of radius ``r · half_side`` around the box centre, enclosing the body, and it starts
 as a valid signed distance function (unit gradient). Softplus activations (β = 100) keep it
 twice differentiable.
+
+With the body prior (``init="zero"``, :mod:`models.pixel2isdf.body_prior`) the head is a
+residual on the fitted body's signed distance instead: it also takes ``d_body(x)`` (in units
+of the half side) as an input, its hidden layers keep the initialisation above without the
+sphere, and its last layer starts at exactly zero, so the untrained network's SDF is
+``d_body`` itself.
 """
 
 from __future__ import annotations
@@ -45,16 +51,23 @@ class SDFHead(nn.Module):
         skip: hidden layer index that receives the input again (IGR's skip; None for none).
         init_radius: r, the initial sphere's radius as a fraction of the half side.
         beta: softplus sharpness.
+        init: ``"sphere"`` (geometric initialisation, the report's) or ``"zero"`` (a residual
+            head: the last layer starts at zero).
+        extra_inputs: scalars per point appended after the positional encoding (the body
+            prior's ``d_body``), ``extra`` in :meth:`forward`.
     """
 
     def __init__(self, latent_channels: int, hidden: int = 256, n_layers: int = 8,
                  n_freqs: int = 6, skip: int | None = 4, init_radius: float = 0.9,
-                 beta: float = 100.0) -> None:
+                 beta: float = 100.0, init: str = "sphere", extra_inputs: int = 0) -> None:
         super().__init__()
         if skip is not None and not 0 < skip < n_layers:
             raise ValueError(f"skip must be a hidden layer index in 1..{n_layers - 1}, got {skip}")
+        if init not in ("sphere", "zero"):
+            raise ValueError(f"init must be 'sphere' or 'zero', got {init!r}")
         self.n_freqs, self.beta, self.skip = n_freqs, beta, skip
-        self.in_dim = latent_channels + 3 + 6 * n_freqs
+        self.extra_inputs = extra_inputs
+        self.in_dim = latent_channels + 3 + 6 * n_freqs + extra_inputs
         self.layers = nn.ModuleList()
         for i in range(n_layers + 1):
             d_in = self.in_dim if i == 0 else hidden
@@ -62,8 +75,11 @@ class SDFHead(nn.Module):
                 d_in = hidden + self.in_dim
             d_out = 1 if i == n_layers else hidden
             self.layers.append(nn.Linear(d_in, d_out))
-        self._geometric_init(init_radius, latent_channels)
-        self._calibrate(init_radius)
+        if init == "sphere":
+            self._geometric_init(init_radius, latent_channels)
+            self._calibrate(init_radius)
+        else:
+            self._residual_init()
 
     def _geometric_init(self, radius: float, latent_channels: int) -> None:
         xyz = slice(latent_channels, latent_channels + 3)  # raw coordinates in the input
@@ -82,6 +98,17 @@ class SDFHead(nn.Module):
                     layer.weight[:, xyz] = keep
                 elif self.skip is not None and i == self.skip:
                     layer.weight[:, -self.in_dim:].zero_()  # the skip starts closed
+
+    @torch.no_grad()
+    def _residual_init(self) -> None:
+        """Hidden layers ``N(0, 2 / out)`` on every input (no sphere to keep), biases 0, the
+        last layer exactly 0: the head outputs 0 until it learns otherwise."""
+        for i, layer in enumerate(self.layers):
+            if i == len(self.layers) - 1:
+                nn.init.zeros_(layer.weight)
+            else:
+                nn.init.normal_(layer.weight, 0.0, np.sqrt(2.0) / np.sqrt(layer.weight.shape[0]))
+            nn.init.zeros_(layer.bias)
 
     @torch.no_grad()
     def _calibrate(self, radius: float, n: int = 4096) -> None:
@@ -105,17 +132,24 @@ class SDFHead(nn.Module):
         last.weight.div_(a)
         last.bias.fill_(-b / a - radius)
 
-    def forward(self, latent: torch.Tensor, x_n: torch.Tensor) -> torch.Tensor:
-        """SDF in units of the half side.
+    def forward(self, latent: torch.Tensor, x_n: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        """SDF (or, with ``init="zero"``, its residual) in units of the half side.
 
         Args:
             latent: ``(B, P, Cv)`` latent features sampled at the points.
             x_n: ``(B, P, 3)`` normalised positions.
+            extra: ``(B, P, extra_inputs)`` (required when ``extra_inputs`` > 0).
 
         Returns:
             ``(B, P)``.
         """
-        inputs = torch.cat([latent, positional_encoding(x_n, self.n_freqs)], dim=-1)
+        parts = [latent, positional_encoding(x_n, self.n_freqs)]
+        if self.extra_inputs:
+            if extra is None or extra.shape[-1] != self.extra_inputs:
+                raise ValueError(f"this head takes {self.extra_inputs} extra inputs per point")
+            parts.append(extra)
+        inputs = torch.cat(parts, dim=-1)
         h = inputs
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

@@ -146,7 +146,8 @@ class Pixel2ISDFTask:
         self.samples = run["steps"] * run["batch_size"]
         common = {"n_views": params["n_views"], "n_points": params["n_points"],
                   "uint8_images": True, "with_normals": oracle,
-                  "masked": self.cfg.masked_input}
+                  "masked": self.cfg.masked_input,
+                  "with_body_sdf": self.cfg.prior == "body"}
         self.train_set = Pixel2ISDFDataset(train_paths, seed=self.seed,
                                            samples_per_subject=max(1, self.samples), **common)
         self.val_set = None
@@ -157,6 +158,7 @@ class Pixel2ISDFTask:
         loss = params["loss"]
         self.delta, self.eikonal_weight = float(loss["delta"]), float(loss["eikonal_weight"])
         self.band = float(loss["sign_band"])
+        self.sdf_units = str(loss.get("sdf_units", "metres"))
 
     def build(self) -> nn.Module:
         model = get_model(self.cfg.__dict__, self.normal_cfg, self.freeze_normal)
@@ -187,7 +189,7 @@ class Pixel2ISDFTask:
         pred = model(inputs, points)
         with timer("sdf_head_loss"):
             terms = sdf_losses(pred.float(), target, points, delta=self.delta,
-                               eikonal_weight=self.eikonal_weight)
+                               eikonal_weight=self.eikonal_weight, sdf_units=self.sdf_units)
         return terms
 
     def metrics(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -196,7 +198,7 @@ class Pixel2ISDFTask:
             pred = model(inputs, points).float()
             grad = sdf_gradient(pred, points)
         terms = sdf_losses(pred, target, points, delta=self.delta,
-                           eikonal_weight=self.eikonal_weight)
+                           eikonal_weight=self.eikonal_weight, sdf_units=self.sdf_units)
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["sign_acc_near"] = float(sign_accuracy(pred.detach(), target, self.band))
         out["grad_norm_mean"] = float(grad.detach().norm(dim=-1).mean())
