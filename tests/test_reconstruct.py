@@ -112,3 +112,13 @@ def test_body_band_keeps_the_surface_near_the_fitted_body(trained, tmp_path: Pat
     assert summary["body_band"] == band and summary["surface"]
     voxel = 2 * 0.3 * 1.5 / 47  # the fake's fitted body: a sphere of radius BODY_R at 0
     assert np.linalg.norm(verts, axis=1).max() <= BODY_R + band + voxel
+
+
+def test_checkpoint_of_the_other_prior_is_refused(trained, tmp_path: Path) -> None:
+    config = json.dumps({**TINY_MODEL, "volume_padding": 0.5, "prior": "sphere"})
+    with pytest.raises(PipelineError, match=r"checkpoint .*checkpoint\.pt does not match the "
+                                            r"config's train.model \(prior: checkpoint 'body', "
+                                            r"config 'sphere'\)"):
+        run(checkpoint=trained["checkpoint"], cache=trained["cache"], train_model=config,
+            output=tmp_path / "x.ply", report=tmp_path / "x.json", params=recon_params())
+    assert not (tmp_path / "x.ply").exists()
