@@ -108,9 +108,26 @@ def query_points(b: int, p: int, vertices: Tensor, gen: torch.Generator) -> Tens
     return torch.cat([near, BODY_CENTRE + box], dim=1)
 
 
+def body_sdf_volume(canonical: Tensor, resolution: int = 64, padding: float = 0.15
+                    ) -> dict[str, Tensor]:
+    """The body prior's ``body_sdf`` ``(b, R, R, R)`` ``[z, y, x]`` and ``body_sdf_lo/hi``
+    ``(b, 3)``, as the cache stores them (``pipeline.sdf.sdf_volume``'s cube), of the
+    ellipsoid's ``approx_sdf``."""
+    lo_v, hi_v = canonical.amin(dim=1), canonical.amax(dim=1)
+    centre = (lo_v + hi_v) / 2
+    half = (hi_v - lo_v).amax(dim=1) / 2 * (1 + 2 * padding)
+    lo, hi = centre - half[:, None], centre + half[:, None]
+    axis = torch.linspace(0, 1, resolution)
+    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+    unit = torch.stack([xx, yy, zz], dim=-1)  # (R, R, R, 3) x, y, z
+    grid = lo[:, None, None, None] + unit[None] * (hi - lo)[:, None, None, None]
+    return {"body_sdf": approx_sdf(grid), "body_sdf_lo": lo, "body_sdf_hi": hi}
+
+
 def pixel2isdf_batch(b: int, k: int, n: int, p: int, size: int, uint8: bool = False
                      ) -> dict[str, Tensor]:
-    """A Pixel2ISDF batch as the cache's data set serves it, plus ``points`` and ``sdf``."""
+    """A Pixel2ISDF batch as the cache's data set serves it (with the body prior's volume),
+    plus ``points`` and ``sdf``."""
     gen = torch.Generator().manual_seed(0)
     canonical = torch.stack([body_vertices(n, gen) for _ in range(b)])
     images, alphas = views((b, k), size, gen, uint8)
@@ -119,7 +136,7 @@ def pixel2isdf_batch(b: int, k: int, n: int, p: int, size: int, uint8: bool = Fa
     points = query_points(b, p, canonical, gen)
     return {"images": images, "alphas": alphas, "canonical_vertices": canonical,
             "posed_vertices": canonical[:, None] + shift, "points": points,
-            "sdf": approx_sdf(points),
+            "sdf": approx_sdf(points), **body_sdf_volume(canonical),
             **{key: v.expand(b, *v.shape).clone() for key, v in cameras(k, size).items()}}
 
 
