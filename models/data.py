@@ -148,6 +148,16 @@ class CacheFiles:
         return (torch.from_numpy(np.multiply(images[index], _SCALE, dtype=np.float32)),
                 torch.from_numpy(np.multiply(alphas[index], _SCALE, dtype=np.float32)))
 
+    def vertex_transforms(self, s: int) -> np.ndarray:
+        """``(A, N, 3, 4)`` float32 blend-skinning transform of every body vertex of subject
+        ``s`` per action (``Σ_b w_vb · B_b``, canonical → posed), computed once per process."""
+        weights = self.array(s, "skinning_weights")
+        key = (s, "vertex_transforms")
+        if key not in self._arrays:
+            bones = self.array(s, "bone_transforms")[:, :, :3, :]
+            self._arrays[key] = np.einsum("nb,abij->anij", weights, bones).astype(np.float32)
+        return self._arrays[key]
+
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
@@ -244,7 +254,11 @@ class Pixel2ISDFDataset(Dataset):
     * with ``with_normals``: ``normals`` (K, 3, S, S) uint8 truth normal maps (oracle input);
     * with ``with_body_sdf``: ``body_sdf`` (R, R, R) float32, the fitted canonical body's
       signed-distance volume ``[z, y, x]``, and its cube's corners ``body_sdf_lo``,
-      ``body_sdf_hi`` (3,) (the body prior).
+      ``body_sdf_hi`` (3,) (the body prior);
+    * with ``with_hull`` (implies ``with_body_sdf``): ``body_nearest`` (R, R, R) int32, each
+      grid point's nearest body vertex, and ``vertex_transforms`` (K, N, 3, 4), each body
+      vertex's blend-skinning transform into each drawn view's pose (the silhouette feature,
+      :mod:`models.pixel2isdf.hull`).
 
     The K views are drawn without replacement among all ``view_ok`` views of all actions.
 
@@ -265,14 +279,15 @@ class Pixel2ISDFDataset(Dataset):
                  seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False,
                  in_memory: bool = False, with_normals: bool = False,
                  masked: bool = True, rows: Sequence[np.ndarray] | None = None,
-                 with_body_sdf: bool = False) -> None:
+                 with_body_sdf: bool = False, with_hull: bool = False) -> None:
         if n_views < 1 or n_points < 1 or samples_per_subject < 1:
             raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
         self.caches = CacheFiles(paths, in_memory, masked)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
         self.samples_per_subject, self.uint8_images = samples_per_subject, uint8_images
-        self.with_normals, self.with_body_sdf = with_normals, with_body_sdf
+        self.with_normals, self.with_body_sdf = with_normals, with_body_sdf or with_hull
+        self.with_hull = with_hull
         self.rows = ([np.asarray(r, dtype=np.int64) for r in rows] if rows is not None
                      else [index.ok_views() for index in self.indexes])
         if len(self.rows) != len(self.indexes):
@@ -280,7 +295,7 @@ class Pixel2ISDFDataset(Dataset):
         for s, index in enumerate(self.indexes):
             if with_normals and not index.has_oracle_normals:
                 self.caches.normals(s, [])  # raises, naming the file
-            if with_body_sdf and not index.has_body_sdf:
+            if self.with_body_sdf and not index.has_body_sdf:
                 body_sdf(index.path)  # raises, naming the file and the rebuild command
             self.caches.check_images(index)
             if len(self.rows[s]) < n_views:
@@ -305,6 +320,11 @@ class Pixel2ISDFDataset(Dataset):
             extra.update({f"body_sdf{suffix}": torch.from_numpy(
                 self.caches.array(s, f"body_sdf/{name}").copy())
                 for suffix, name in (("", "values"), ("_lo", "lo"), ("_hi", "hi"))})
+        if self.with_hull:
+            extra["body_nearest"] = torch.from_numpy(
+                self.caches.array(s, "body_sdf/nearest").copy())
+            extra["vertex_transforms"] = torch.from_numpy(
+                self.caches.vertex_transforms(s)[actions])
         return {
             **extra,
             "images": images, "alphas": alphas, **camera_tensors(self.caches, s, index, rows),

@@ -273,12 +273,14 @@ def _write_targets(h5: h5py.File, canonical: tuple[np.ndarray, np.ndarray],
 def _write_body_sdf(h5: h5py.File, vertices: np.ndarray, faces: np.ndarray, p: CacheParams,
                     name: str) -> None:
     """``body_sdf/values`` (the fitted canonical body's signed-distance volume, the body
-    prior's d_body) with its cube's corners ``body_sdf/lo``, ``body_sdf/hi``."""
+    prior's d_body), ``body_sdf/nearest`` (each grid point's nearest body vertex) and the
+    cube's corners ``body_sdf/lo``, ``body_sdf/hi``."""
     volume = sdf_volume(vertices, faces, p.body_sdf_resolution, p.body_sdf_padding, name=name)
     group = h5.create_group("body_sdf")
     group.attrs.update({"resolution": p.body_sdf_resolution, "padding": p.body_sdf_padding,
                         "layout": "[z, y, x], metres, negative inside"})
     _array(group, "values", volume["values"], p)
+    _array(group, "nearest", volume["nearest"], p)
     _array(group, "lo", volume["lo"].astype(np.float32), p)
     _array(group, "hi", volume["hi"].astype(np.float32), p)
 

@@ -78,7 +78,7 @@ def load_model(path: Path, device: torch.device,
 
 def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
                   masked: bool = True, selection: str = "across",
-                  with_body_sdf: bool = False) -> tuple[
+                  with_body_sdf: bool = False, with_hull: bool = False) -> tuple[
                       dict[str, torch.Tensor], list[str]]:
     """The views of a subject that :func:`models.data.select_views` picks (``views`` of them,
     or all, by ``selection`` with ``seed``) as a batch of one, with the names
@@ -87,7 +87,8 @@ def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
     rows = select_views(index, views, selection, seed)
     dataset = Pixel2ISDFDataset([cache], n_views=len(rows), n_points=1, seed=seed,
                                 uint8_images=True, with_normals=oracle, masked=masked,
-                                rows=[rows], with_body_sdf=with_body_sdf)
+                                rows=[rows], with_body_sdf=with_body_sdf,
+                                with_hull=with_hull)
     item = dataset[0]
     rows = item["view_index"].tolist()
     names = [f"{index.actions[index.action_index[r]]}/{index.view_names[r]}" for r in rows]
@@ -133,7 +134,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     batch, names = subject_batch(cache, params["views"], params["seed"],
                                  model.cfg.input == "oracle_normal", model.cfg.masked_input,
                                  params["view_selection"],
-                                 with_body_sdf=model.cfg.prior == "body" or band is not None)
+                                 with_body_sdf=model.cfg.prior == "body" or band is not None,
+                                 with_hull=model.cfg.hull_feature)
     batch = {k: v.to(device) for k, v in batch.items()}
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import igl
 import numpy as np
+from scipy.spatial import cKDTree
 
 from pipeline.errors import PipelineError
 from pipeline.meshio import read_ply
@@ -267,7 +268,9 @@ def sdf_volume(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding
         padding: margin per side as a fraction of the largest extent.
 
     Returns:
-        ``values`` ``(R, R, R)`` float32 indexed ``[z, y, x]`` (negative inside), ``lo`` and
+        ``values`` ``(R, R, R)`` float32 indexed ``[z, y, x]`` (negative inside),
+        ``nearest`` ``(R, R, R)`` int32, the index of each grid point's nearest vertex (the
+        silhouette feature carries a point into each pose with its skinning), ``lo`` and
         ``hi`` ``(3,)`` float64 corners (x, y, z).
     """
     if resolution < 2 or padding < 0:
@@ -281,5 +284,7 @@ def sdf_volume(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding
     axis = np.linspace(0.0, 1.0, resolution)
     zz, yy, xx = np.meshgrid(axis, axis, axis, indexing="ij")
     points = lo + np.stack([xx, yy, zz], axis=-1).reshape(-1, 3) * (hi - lo)
-    values = _sdf(v, f, points, chunk).reshape(resolution, resolution, resolution)
-    return {"values": values, "lo": lo, "hi": hi}
+    shape = (resolution, resolution, resolution)
+    values = _sdf(v, f, points, chunk).reshape(shape)
+    nearest = cKDTree(v).query(points, workers=-1)[1].astype(np.int32).reshape(shape)
+    return {"values": values, "nearest": nearest, "lo": lo, "hi": hi}

@@ -203,3 +203,82 @@ def test_latent_cube_outside_the_volume_is_refused(subject) -> None:
     with pytest.raises(PipelineError, match=r"does not cover the latent volume's cube "
                                             r"\(train.model.volume_padding 0.9\)"):
         model.encode(inputs)
+
+
+# --- the silhouette (visual-hull) feature ---------------------------------------------------
+
+def test_nearest_vertex_grid_finds_a_near_vertex() -> None:
+    from models.pixel2isdf.hull import nearest_vertex
+
+    v, f = icosphere()
+    volume = sdf_volume(v, f, resolution=33, padding=0.15, name="sphere")
+    points = torch.from_numpy(near_surface(500, 0.05, seed=2))[None]
+    found = nearest_vertex(torch.from_numpy(volume["nearest"])[None],
+                           torch.from_numpy(volume["lo"])[None],
+                           torch.from_numpy(volume["hi"])[None], points)[0].numpy()
+    distances = np.linalg.norm(points[0].numpy()[:, None] - v[None], axis=-1)
+    best = distances.min(axis=1)
+    voxel = float(volume["hi"][0] - volume["lo"][0]) / 32
+    # the grid point's nearest vertex: within the rounding (half a voxel diagonal, twice)
+    assert (distances[np.arange(len(found)), found] <= best + np.sqrt(3) * voxel).all()
+    assert (found == distances.argmin(axis=1)).mean() > 0.3
+
+
+def test_repose_applies_each_points_vertex_transform() -> None:
+    from models.pixel2isdf.hull import repose
+
+    gen = torch.Generator().manual_seed(0)
+    transforms = torch.randn(1, 2, 5, 3, 4, generator=gen, dtype=torch.float64)  # K=2, N=5
+    points = torch.randn(1, 3, 3, generator=gen, dtype=torch.float64)
+    vertex = torch.tensor([[4, 0, 4]])
+    posed = repose(points, vertex, transforms)
+    for k in range(2):
+        for p in range(3):
+            t = transforms[0, k, vertex[0, p]]
+            torch.testing.assert_close(posed[0, k, p], t[:, :3] @ points[0, p] + t[:, 3])
+
+
+def test_hull_features_read_the_mattes() -> None:
+    """Two views along +z and +x of a disk matte: a point both see inside gets 1, a point
+    one view sees outside gets mean 0.5, min 0."""
+    from models.pixel2isdf.hull import HullViews, hull_features
+
+    size = 64
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disk = ((yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 10 ** 2).double()
+    K = torch.tensor([[60.0, 0, 31.5], [0, 60.0, 31.5], [0, 0, 1]], dtype=torch.float64)
+    looking_x = torch.tensor([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]], dtype=torch.float64)
+    R = torch.stack([torch.eye(3, dtype=torch.float64), looking_x])
+    t = torch.tensor([[0.0, 0, 3], [0, 0, 3]], dtype=torch.float64)
+    identity = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1).double()
+    views = HullViews(alphas=disk.expand(1, 2, 1, size, size),
+                      cameras={"K": K.expand(1, 2, 3, 3), "R": R[None], "t": t[None]},
+                      transforms=identity.expand(1, 2, 1, 3, 4),
+                      nearest=torch.zeros(1, 4, 4, 4, dtype=torch.int32),
+                      lo=-torch.ones(1, 3, dtype=torch.float64),
+                      hi=torch.ones(1, 3, dtype=torch.float64), crop_size=size)
+    # (0, 0, 0) is inside both; (0, 0, 0.9) projects 0.9 m off-centre in the +x view only
+    points = torch.tensor([[[0.0, 0, 0], [0, 0, 0.9], [0.9, 0.9, 0]]], dtype=torch.float64)
+    got = hull_features(views, points.requires_grad_(True))
+    torch.testing.assert_close(got[0], torch.tensor([[1.0, 1.0], [0.5, 0.0], [0.0, 0.0]],
+                                                    dtype=torch.float64))
+    assert not got.requires_grad
+
+
+def test_hull_feature_model_runs_and_trains(subject, tmp_path: Path) -> None:
+    from models.data import Pixel2ISDFDataset
+
+    dataset = Pixel2ISDFDataset([subject["path"]], n_views=2, n_points=100, with_hull=True)
+    batch = torch.utils.data.default_collate([dataset[0]])
+    assert batch["vertex_transforms"].shape[1:3] == (2, len(subject["body"][0]))
+    model = _model(hull_feature=True)
+    assert model.head.in_dim == sum(model.diffusion.level_channels) + 3 + 12 + 3
+    inputs = {k: v for k, v in batch.items() if k not in ("points", "sdf")}
+    points = batch["points"].float().requires_grad_(True)
+    volume = model.encode(inputs)
+    sdf = model.query(volume, points)
+    torch.testing.assert_close(sdf, volume.body(points))  # still the body before training
+    (sdf.sum() + eikonal(sdf_gradient(sdf, points))).backward()
+    assert model.head.layers[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="hull_feature needs model.prior 'body'"):
+        _model(hull_feature=True, prior="sphere")

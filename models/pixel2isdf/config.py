@@ -64,6 +64,9 @@ class Pixel2ISDFConfig:
             departure from the report; :mod:`models.pixel2isdf.body_prior`).
         fine_level: also sample the diffusion's full-resolution level (conv0, stride 1),
             besides the report's four (strides 2–16).
+        hull_feature: feed the head the mean and minimum over the input views of the matte
+            at each point's projection (:mod:`models.pixel2isdf.hull`; needs ``prior: body``,
+            whose volume holds the nearest-vertex grid).
     """
 
     input: str = "normal"
@@ -86,12 +89,16 @@ class Pixel2ISDFConfig:
     init_radius: float = 1.0
     prior: str = "sphere"
     fine_level: bool = False
+    hull_feature: bool = False
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise ValueError(f"model.input must be one of {INPUTS}, got {self.input!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"model.prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.hull_feature and self.prior != "body":
+            raise ValueError("model.hull_feature needs model.prior 'body' (the body volume "
+                             f"holds the nearest-vertex grid it reads), got {self.prior!r}")
 
     @property
     def geometry_in_channels(self) -> int:

@@ -22,6 +22,7 @@ from models.pixel2isdf.body_prior import BodySDF, check_covers
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig
 from models.pixel2isdf.diffusion import SparseConvNet
 from models.pixel2isdf.fusion import ViewFusion
+from models.pixel2isdf.hull import HullViews, hull_features
 from models.pixel2isdf.normal_net import NormalNet, decode_normals
 from models.pixel2isdf.sdf_head import SDFHead
 from models.sparse import densify, sample_levels, voxelize
@@ -39,6 +40,7 @@ class LatentVolume:
         centre: ``(B, 3)`` cube centre. half: ``(B,)`` cube half side (metres).
         shape: grid points per side (D, H, W).
         body: the fitted bodies' signed-distance volumes (``prior: body``), else None.
+        hull: the views the silhouette feature reads (``hull_feature``), else None.
     """
 
     levels: list[torch.Tensor]
@@ -49,6 +51,7 @@ class LatentVolume:
     half: torch.Tensor
     shape: tuple[int, int, int]
     body: BodySDF | None = None
+    hull: HullViews | None = None
 
 
 def body_cube(vertices: torch.Tensor, padding: float, resolution: int) -> tuple[
@@ -103,7 +106,8 @@ class Pixel2ISDF(nn.Module):
         body = cfg.prior == "body"
         self.head = SDFHead(self.diffusion.out_channels, cfg.head_hidden, cfg.head_layers,
                             cfg.n_freqs, cfg.head_skip, cfg.init_radius,
-                            init="zero" if body else "sphere", extra_inputs=int(body))
+                            init="zero" if body else "sphere",
+                            extra_inputs=int(body) + 2 * int(cfg.hull_feature))
 
     def train(self, mode: bool = True) -> Pixel2ISDF:
         super().train(mode)
@@ -191,8 +195,19 @@ class Pixel2ISDF(nn.Module):
         with self.timer("diffusion"):
             sparse = voxelize(canonical, codes, origin, voxel, shape)
             levels = [densify(level) for level in self.diffusion(sparse)]
+        hull = None
+        if self.cfg.hull_feature:
+            if "vertex_transforms" not in batch or "body_nearest" not in batch:
+                raise ValueError("model.hull_feature needs the batch's vertex_transforms and "
+                                 "body_nearest (a dataset built with with_hull=True)")
+            assert body is not None
+            hull = HullViews(as_float_image(batch["alphas"]),
+                             {key[len("camera_"):]: v.float() for key, v in batch.items()
+                              if key.startswith("camera_")},
+                             batch["vertex_transforms"].float(), batch["body_nearest"],
+                             body.lo, body.hi, s)
         return LatentVolume(levels, list(self.diffusion.strides), origin, voxel, centre, half,
-                            shape, body)
+                            shape, body, hull)
 
     def query(self, volume: LatentVolume, points: torch.Tensor) -> torch.Tensor:
         """Signed distance (metres, negative inside) at canonical-frame ``points`` ``(B, P, 3)``
@@ -207,7 +222,10 @@ class Pixel2ISDF(nn.Module):
                     raise ValueError("a body-prior network needs a LatentVolume with body")
                 return self.head(latent, x_n) * half
             d_body = volume.body(points)
-            return d_body + self.head(latent, x_n, (d_body / half)[..., None]) * half
+            extra = [(d_body / half)[..., None]]
+            if volume.hull is not None:
+                extra.append(hull_features(volume.hull, points).to(d_body.dtype))
+            return d_body + self.head(latent, x_n, torch.cat(extra, dim=-1)) * half
 
     def forward(self, batch: dict[str, torch.Tensor], points: torch.Tensor) -> torch.Tensor:
         """``encode`` then ``query``: ``(B, P, 3)`` → ``(B, P)``."""

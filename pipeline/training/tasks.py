@@ -147,7 +147,8 @@ class Pixel2ISDFTask:
         common = {"n_views": params["n_views"], "n_points": params["n_points"],
                   "uint8_images": True, "with_normals": oracle,
                   "masked": self.cfg.masked_input,
-                  "with_body_sdf": self.cfg.prior == "body"}
+                  "with_body_sdf": self.cfg.prior == "body",
+                  "with_hull": self.cfg.hull_feature}
         self.train_set = Pixel2ISDFDataset(train_paths, seed=self.seed,
                                            samples_per_subject=max(1, self.samples), **common)
         self.val_set = None
