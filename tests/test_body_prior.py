@@ -280,5 +280,5 @@ def test_hull_feature_model_runs_and_trains(subject, tmp_path: Path) -> None:
     torch.testing.assert_close(sdf, volume.body(points))  # still the body before training
     (sdf.sum() + eikonal(sdf_gradient(sdf, points))).backward()
     assert model.head.layers[-1].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="hull_feature needs model.prior 'body'"):
+    with pytest.raises(ValueError, match=r"hull_feature needs model\.prior 'body'"):
         _model(hull_feature=True, prior="sphere")
