@@ -10,6 +10,7 @@ Snakemake rules in ``rules/ablation.smk`` point at the shared files):
                           normal network trained on them too
 ``no_normal``             the masked image straight into the geometry network
 ``no_refine``             the body of the keypoint-only fit (no silhouette term, no refit)
+``sphere_prior``          the report's SDF initialisation (a sphere) instead of our body prior
 ``oracle_body``           oracle: the truth body instead of the fit
 ``oracle_normal``         oracle: the truth normal maps as the input
 ========================  ==========================================================
@@ -60,6 +61,8 @@ VARIANTS: dict[str, Variant] = {
     "no_mask": Variant("w/o mask", model={"masked_input": False}, report_chamfer=1.1277),
     "no_normal": Variant("w/o normal map", model={"input": "image"}, report_chamfer=1.0827),
     "no_refine": Variant("w/o fit refinement", body="keypoints_only", report_chamfer=1.1285),
+    "sphere_prior": Variant("sphere prior (the report's initialisation)",
+                            model={"prior": "sphere", "hull_feature": False}),
     "oracle_body": Variant("oracle: truth body", body="truth", oracle=True),
     "oracle_normal": Variant("oracle: truth normal maps", model={"input": "oracle_normal"},
                              oracle=True),
@@ -171,18 +174,49 @@ def parse_model(name: str) -> tuple[str, int]:
     return parts[1], int(parts[2][4:])
 
 
+def sign_test_p(diffs: list[float]) -> float:
+    """Two-sided exact sign test of paired differences (zeros dropped): the probability of
+    a split at least this lopsided when either sign is equally likely."""
+    signs = [d > 0 for d in diffs if d != 0]
+    n = len(signs)
+    if n == 0:
+        return 1.0
+    k = min(sum(signs), n - sum(signs))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+SIGN_TEST_MIN_SEEDS = 6
+"""The fewest paired seeds with which a two-sided sign test can reach p < 0.05 (2 / 2^6)."""
+
+
+def seeds_needed(diffs: list[float]) -> int:
+    """Seeds a paired comparison needs to detect a mean difference of the observed size at
+    α 0.05 with 80 % power, from the differences' spread (normal approximation,
+    ``(1.96 + 0.84)² (s / |mean|)²``), and never fewer than the sign test's minimum."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if mean == 0:
+        return 10 ** 6
+    return max(SIGN_TEST_MIN_SEEDS, math.ceil(7.85 * (sd / abs(mean)) ** 2))
+
+
 def paired(row: StudyRow, full: StudyRow) -> str:
-    """`` (per seed: +1.51, +0.40; worse with all 2 seeds)``: the Chamfer differences to the
-    full model seed by seed (a seed fixes the initialisation and the draws of both runs)."""
+    """`` (per seed: +1.51, +0.40; worse with all 2 seeds; sign test p = 0.50; ...)``: the
+    Chamfer differences to the full model seed by seed (a seed fixes the initialisation and
+    the draws of both runs), the sign test's p and the seeds a difference of this size
+    would need."""
     seeds = sorted(set(row.per_seed) & set(full.per_seed))
     diffs = [row.per_seed[s].chamfer_cm - full.per_seed[s].chamfer_cm for s in seeds]
     if len(diffs) < 2 or any(math.isnan(d) for d in diffs):
         return ""
     shown = ", ".join(f"{d:+.2f}" for d in diffs)
+    tests = (f"sign test p = {sign_test_p(diffs):.2f}; about {seeds_needed(diffs)} seeds "
+             "to detect a difference of this size (α 0.05, power 0.8)")
     if all(d > 0 for d in diffs) or all(d < 0 for d in diffs):
         side = "worse" if diffs[0] > 0 else "better"
-        return f" (per seed: {shown}; {side} with all {len(diffs)} seeds)"
-    return f" (per seed: {shown}; the sign changes with the seed)"
+        return f" (per seed: {shown}; {side} with all {len(diffs)} seeds; {tests})"
+    return f" (per seed: {shown}; the sign changes with the seed; {tests})"
 
 
 def table(*, reports: list[Path], csv_output: Path, markdown: Path, html_output: Path,

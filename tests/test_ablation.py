@@ -146,12 +146,13 @@ def test_table_means_spread_and_verdicts(tmp_path: Path) -> None:
     assert "training seeds 1, 2; 300 training steps" in text
     # full 11.0 ± 0.5; no_mask 10.9 ± 0.3: overlap. no_normal 15.0 ± 0.5, oracle 6.7 ± 0.2.
     assert ("w/o mask: -0.10 cm against the full model (per seed: +0.10, -0.30; the sign "
-            "changes with the seed); within 0.80 cm, the sum of the two half-ranges: the "
-            "ranges overlap") in text
+            "changes with the seed; sign test p = 1.00; about 63 seeds to detect a difference "
+            "of this size (α 0.05, power 0.8)); within 0.80 cm, the sum of the two "
+            "half-ranges: the ranges overlap") in text
     assert ("w/o normal map: 4.00 cm against the full model (per seed: +4.00, +4.00; worse "
-            "with all 2 seeds); worse by more than 1.00") in text
+            "with all 2 seeds; sign test p = 0.50; about 6 seeds") in text
     assert ("oracle: truth body: -4.30 cm against the full model (per seed: -4.00, -4.60; "
-            "better with all 2 seeds); better by more than 0.70") in text
+            "better with all 2 seeds; sign test p = 0.50; about 6 seeds") in text
     lines = outputs["csv_output"].read_text().splitlines()
     assert lines[0].startswith("variant,seed,subjects,n_views,surface,chamfer_cm")
     assert lines[1].startswith("full,1,s003 s004,8,True,10.5,")
@@ -164,3 +165,15 @@ def test_table_with_one_seed_says_the_spread_is_unknown(tmp_path: Path) -> None:
     table(reports=reports, csv_output=tmp_path / "t.csv", markdown=out,
           html_output=tmp_path / "t.html", params={"steps": 5, "seeds": [1]})
     assert "One seed: the spread across seeds is not measured" in out.read_text()
+
+
+def test_sign_test_and_seeds_needed() -> None:
+    from pipeline.ablation import seeds_needed, sign_test_p
+
+    assert sign_test_p([1.0, 2.0, 3.0]) == pytest.approx(0.25)  # 2 / 2^3
+    assert sign_test_p([1.0] * 6) == pytest.approx(2 / 64)  # the fewest seeds below 0.05
+    assert sign_test_p([1.0, -1.0, 2.0, 0.0]) == pytest.approx(1.0)  # 2 of 3, zero dropped
+    assert sign_test_p([-1.0, 1.0, 1.0, 1.0, 1.0]) == pytest.approx(12 / 32)
+    # spread 0.2828 around a mean of 0.1: 7.85 × 8 = 62.8 → 63 seeds
+    assert seeds_needed([0.1, -0.3]) == 63
+    assert seeds_needed([4.0, 4.0]) == 6  # no spread: the sign test's minimum
