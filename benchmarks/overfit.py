@@ -57,7 +57,8 @@ def sign_accuracy_near(checkpoint: Path, cache: Path, band: float, draws: int = 
     cfg = model_config(data, checkpoint)["model"]
     dataset = Pixel2ISDFDataset([cache], n_views=4, n_points=10_000, seed=12345,
                                 samples_per_subject=draws, uint8_images=True,
-                                with_body_sdf=cfg.get("prior") == "body")
+                                with_body_sdf=cfg.get("prior") == "body",
+                                with_hull=bool(cfg.get("hull_feature")))
     correct = total = 0.0
     with torch.no_grad():
         for i in range(len(dataset)):

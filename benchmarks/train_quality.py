@@ -76,7 +76,8 @@ def main() -> None:
         dataset = Pixel2ISDFDataset([caches / f"{s}.h5" for s in subjects], n_views=4,
                                     n_points=10_000, seed=12345, samples_per_subject=args.draws,
                                     uint8_images=True,
-                                    with_body_sdf=config["model"].get("prior") == "body")
+                                    with_body_sdf=config["model"].get("prior") == "body",
+                                    with_hull=bool(config["model"].get("hull_feature")))
         for name, model in (("untrained", untrained), ("trained", trained)):
             m = evaluate(model, dataset, band, delta)
             print(f"| {group} ({', '.join(subjects)}) | {name} | {m['sign_acc_near']:.3f} | "

@@ -30,6 +30,7 @@ from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
 from models.pixel2isdf.body_prior import BodySDF
 from models.pixel2isdf.config import Pixel2ISDFConfig, from_mapping
+from models.pixel2isdf.hull import HullViews, hull_features
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.meshio import write_ply
@@ -121,6 +122,20 @@ def body_band_field(body: BodySDF, band: float) -> Callable[[torch.Tensor], torc
     return lambda points: body(points) - band
 
 
+HULL_SLOPE = 0.1
+"""Metres per unit of matte of the silhouette carve's field: ±5 cm at mean mattes 0 and 1
+around a threshold of 0.5, the order of the network's SDF values near the surface."""
+
+
+def hull_carve_field(views: HullViews, threshold: float) -> Callable[[torch.Tensor],
+                                                                     torch.Tensor]:
+    """``x ↦ HULL_SLOPE · (threshold − mean matte)``: positive where fewer of the subject's
+    photos show the person at x than ``threshold`` on average. Its max with the network's SDF
+    carves away what the photos show as background (a soft visual hull over every input
+    view, each point reposed by its nearest body vertex's skinning)."""
+    return lambda points: HULL_SLOPE * (threshold - hull_features(views, points)[..., 0])
+
+
 def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str = "test",
         train_model: str | None = None, params: dict[str, Any]) -> dict[str, Any]:
     """Reconstruct one subject (see the module docstring); ``split`` labels it train/test.
@@ -135,7 +150,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
                                  model.cfg.input == "oracle_normal", model.cfg.masked_input,
                                  params["view_selection"],
                                  with_body_sdf=model.cfg.prior == "body" or band is not None,
-                                 with_hull=model.cfg.hull_feature)
+                                 with_hull=model.cfg.hull_feature
+                                 or params["hull_carve"] is not None)
     batch = {k: v.to(device) for k, v in batch.items()}
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -143,6 +159,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     encode_s = time.perf_counter() - t0
     centre, half = volume.centre[0].cpu().numpy(), float(volume.half[0])
     body = None if band is None else body_band_field(BodySDF.from_batch(batch), band)
+    carve = (None if params["hull_carve"] is None
+             else hull_carve_field(HullViews.from_batch(batch), params["hull_carve"]))
 
     def sdf(points: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -150,6 +168,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
             values = model.query(volume, p)
             if body is not None:
                 values = torch.maximum(values, body(p))
+            if carve is not None:
+                values = torch.maximum(values, carve(p))
             return values[0].double().cpu().numpy()
 
     t0 = time.perf_counter()
@@ -171,7 +191,7 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
         "views": names, "n_views": len(names), "view_selection": params["view_selection"],
         "actions": sorted({name.split("/")[0] for name in names}),
         "resolution": params["resolution"],
-        "body_band": band, "prior": model.cfg.prior,
+        "body_band": band, "hull_carve": params["hull_carve"], "prior": model.cfg.prior,
         "queries": grid.queries, "dense_queries": grid.dense_queries,
         "query_reduction": round(grid.dense_queries / grid.queries, 2),
         "seconds": {"encode": round(encode_s, 3), "grid": round(grid_s, 3),

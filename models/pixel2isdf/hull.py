@@ -45,6 +45,23 @@ class HullViews:
     hi: torch.Tensor
     crop_size: int
 
+    @classmethod
+    def from_batch(cls, batch: dict[str, torch.Tensor]) -> HullViews:
+        """From a dataset batch built with ``with_hull=True`` (``alphas``, ``camera_*``,
+        ``vertex_transforms``, ``body_nearest``, ``body_sdf_lo``/``_hi``)."""
+        needed = ("vertex_transforms", "body_nearest", "body_sdf_lo")
+        missing = [k for k in needed if k not in batch]
+        if missing:
+            raise ValueError(f"the silhouette feature needs the batch's {missing} (a dataset "
+                             "built with with_hull=True)")
+        alphas = batch["alphas"]
+        alphas = alphas.float() / 255 if alphas.dtype == torch.uint8 else alphas.float()
+        return cls(alphas, {key[len("camera_"):]: v.float() for key, v in batch.items()
+                            if key.startswith("camera_")},
+                   batch["vertex_transforms"].float(), batch["body_nearest"],
+                   batch["body_sdf_lo"].float(), batch["body_sdf_hi"].float(),
+                   int(alphas.shape[-1]))
+
 
 def nearest_vertex(nearest: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
                    points: torch.Tensor) -> torch.Tensor:

@@ -195,17 +195,7 @@ class Pixel2ISDF(nn.Module):
         with self.timer("diffusion"):
             sparse = voxelize(canonical, codes, origin, voxel, shape)
             levels = [densify(level) for level in self.diffusion(sparse)]
-        hull = None
-        if self.cfg.hull_feature:
-            if "vertex_transforms" not in batch or "body_nearest" not in batch:
-                raise ValueError("model.hull_feature needs the batch's vertex_transforms and "
-                                 "body_nearest (a dataset built with with_hull=True)")
-            assert body is not None
-            hull = HullViews(as_float_image(batch["alphas"]),
-                             {key[len("camera_"):]: v.float() for key, v in batch.items()
-                              if key.startswith("camera_")},
-                             batch["vertex_transforms"].float(), batch["body_nearest"],
-                             body.lo, body.hi, s)
+        hull = HullViews.from_batch(batch) if self.cfg.hull_feature else None
         return LatentVolume(levels, list(self.diffusion.strides), origin, voxel, centre, half,
                             shape, body, hull)
 
