@@ -148,6 +148,18 @@ class CacheFiles:
         return (torch.from_numpy(np.multiply(images[index], _SCALE, dtype=np.float32)),
                 torch.from_numpy(np.multiply(alphas[index], _SCALE, dtype=np.float32)))
 
+    def alphas(self, s: int, rows: Sequence[int]) -> torch.Tensor:
+        """``(T, 1, S, S)`` uint8 mattes of ``rows`` alone (255 everywhere when not
+        ``masked``: a network fed from it never sees the matte)."""
+        dataset = self.file(s)["alphas"]
+        buffer = np.empty((len(rows), *dataset.shape[1:]), dtype=np.uint8)
+        if not self.masked:
+            buffer.fill(255)
+        else:
+            for k, r in enumerate(rows):
+                dataset.read_direct(buffer, np.s_[int(r)], np.s_[k])
+        return torch.from_numpy(buffer[:, None])
+
     def vertex_transforms(self, s: int) -> np.ndarray:
         """``(A, N, 3, 4)`` float32 blend-skinning transform of every body vertex of subject
         ``s`` per action (``Σ_b w_vb · B_b``, canonical → posed), computed once per process."""
@@ -255,10 +267,13 @@ class Pixel2ISDFDataset(Dataset):
     * with ``with_body_sdf``: ``body_sdf`` (R, R, R) float32, the fitted canonical body's
       signed-distance volume ``[z, y, x]``, and its cube's corners ``body_sdf_lo``,
       ``body_sdf_hi`` (3,) (the body prior);
-    * with ``with_hull`` (implies ``with_body_sdf``): ``body_nearest`` (R, R, R) int32, each
-      grid point's nearest body vertex, and ``vertex_transforms`` (K, N, 3, 4), each body
-      vertex's blend-skinning transform into each drawn view's pose (the silhouette feature,
-      :mod:`models.pixel2isdf.hull`).
+    * with ``with_hull`` (implies ``with_body_sdf``), what the silhouette feature reads
+      (:mod:`models.pixel2isdf.hull`) over **every** view of the subject's pool (``rows``),
+      padded to the largest pool of the dataset (V views): ``hull_alphas`` (V, 1, S, S) uint8
+      (or float), ``hull_camera_*`` (V, …), ``hull_action`` (V,) int64, ``hull_valid`` (V,)
+      bool (False on padding), ``action_transforms`` (A, N, 3, 4) each body vertex's
+      blend-skinning transform per action, ``body_nearest`` (R, R, R) int32 each grid
+      point's nearest body vertex.
 
     The K views are drawn without replacement among all ``view_ok`` views of all actions.
 
@@ -305,6 +320,30 @@ class Pixel2ISDFDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indexes) * self.samples_per_subject
 
+    def hull_views(self, s: int) -> dict[str, torch.Tensor]:
+        """Every view of subject ``s``'s pool for the silhouette feature, padded to the
+        dataset's largest pool (see the class docstring)."""
+        rows = self.rows[s]
+        size = max(len(r) for r in self.rows)
+        pad = size - len(rows)
+        index = self.indexes[s]
+        alphas = self.caches.alphas(s, rows)
+        if not self.uint8_images:
+            alphas = alphas.float() / 255
+        cameras = camera_tensors(self.caches, s, index, rows)
+
+        def padded(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) if pad else t
+
+        valid = torch.arange(size) < len(rows)
+        return {"hull_alphas": padded(alphas) * valid.view(-1, 1, 1, 1).to(alphas.dtype),
+                **{f"hull_{k}": padded(v) for k, v in cameras.items()},
+                "hull_action": padded(torch.from_numpy(index.action_index[rows])),
+                "hull_valid": valid,
+                "action_transforms": torch.from_numpy(self.caches.vertex_transforms(s)),
+                "body_nearest": torch.from_numpy(
+                    self.caches.array(s, "body_sdf/nearest").copy())}
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
@@ -321,10 +360,7 @@ class Pixel2ISDFDataset(Dataset):
                 self.caches.array(s, f"body_sdf/{name}").copy())
                 for suffix, name in (("", "values"), ("_lo", "lo"), ("_hi", "hi"))})
         if self.with_hull:
-            extra["body_nearest"] = torch.from_numpy(
-                self.caches.array(s, "body_sdf/nearest").copy())
-            extra["vertex_transforms"] = torch.from_numpy(
-                self.caches.vertex_transforms(s)[actions])
+            extra.update(self.hull_views(s))
         return {
             **extra,
             "images": images, "alphas": alphas, **camera_tensors(self.caches, s, index, rows),

@@ -228,20 +228,22 @@ def test_repose_applies_each_points_vertex_transform() -> None:
     from models.pixel2isdf.hull import repose
 
     gen = torch.Generator().manual_seed(0)
-    transforms = torch.randn(1, 2, 5, 3, 4, generator=gen, dtype=torch.float64)  # K=2, N=5
+    transforms = torch.randn(1, 2, 5, 3, 4, generator=gen, dtype=torch.float64)  # A=2, N=5
     points = torch.randn(1, 3, 3, generator=gen, dtype=torch.float64)
     vertex = torch.tensor([[4, 0, 4]])
-    posed = repose(points, vertex, transforms)
-    for k in range(2):
+    action = torch.tensor([[1, 0, 1]])  # V=3 views
+    posed = repose(points, vertex, action, transforms)
+    assert posed.shape == (1, 3, 3, 3)
+    for v in range(3):
         for p in range(3):
-            t = transforms[0, k, vertex[0, p]]
-            torch.testing.assert_close(posed[0, k, p], t[:, :3] @ points[0, p] + t[:, 3])
+            t = transforms[0, action[0, v], vertex[0, p]]
+            torch.testing.assert_close(posed[0, v, p], t[:, :3] @ points[0, p] + t[:, 3])
 
 
-def test_hull_features_read_the_mattes() -> None:
-    """Two views along +z and +x of a disk matte: a point both see inside gets 1, a point
-    one view sees outside gets mean 0.5, min 0."""
-    from models.pixel2isdf.hull import HullViews, hull_features
+def disk_views():
+    """Two views along +z and +x of a disk matte (radius 10 px of 64, f 60 px, 3 m away),
+    plus a padding view that would see everything outside; identity skinning."""
+    from models.pixel2isdf.hull import HullViews
 
     size = 64
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -251,18 +253,40 @@ def test_hull_features_read_the_mattes() -> None:
     R = torch.stack([torch.eye(3, dtype=torch.float64), looking_x])
     t = torch.tensor([[0.0, 0, 3], [0, 0, 3]], dtype=torch.float64)
     identity = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1).double()
-    views = HullViews(alphas=disk.expand(1, 2, 1, size, size),
-                      cameras={"K": K.expand(1, 2, 3, 3), "R": R[None], "t": t[None]},
-                      transforms=identity.expand(1, 2, 1, 3, 4),
-                      nearest=torch.zeros(1, 4, 4, 4, dtype=torch.int32),
-                      lo=-torch.ones(1, 3, dtype=torch.float64),
-                      hi=torch.ones(1, 3, dtype=torch.float64), crop_size=size)
-    # (0, 0, 0) is inside both; (0, 0, 0.9) projects 0.9 m off-centre in the +x view only
-    points = torch.tensor([[[0.0, 0, 0], [0, 0, 0.9], [0.9, 0.9, 0]]], dtype=torch.float64)
-    got = hull_features(views, points.requires_grad_(True))
+    alphas = torch.cat([disk.expand(2, 1, size, size), torch.zeros(1, 1, size, size,
+                                                                   dtype=torch.float64)])
+    return HullViews(alphas=alphas[None],
+                     cameras={"K": K.expand(1, 3, 3, 3), "R": torch.cat([R, R[:1]])[None],
+                              "t": torch.cat([t, t[:1]])[None]},
+                     action=torch.zeros(1, 3, dtype=torch.long),
+                     valid=torch.tensor([[True, True, False]]),
+                     transforms=identity.expand(1, 1, 1, 3, 4),
+                     nearest=torch.zeros(1, 4, 4, 4, dtype=torch.int32),
+                     lo=-torch.ones(1, 3, dtype=torch.float64),
+                     hi=torch.ones(1, 3, dtype=torch.float64), crop_size=size)
+
+
+# (0, 0, 0) is inside both; (0, 0, 0.9) projects 0.9 m off-centre in the +x view only
+DISK_POINTS = torch.tensor([[[0.0, 0, 0], [0, 0, 0.9], [0.9, 0.9, 0]]], dtype=torch.float64)
+
+
+def test_hull_features_read_the_mattes() -> None:
+    """A point both views see inside gets 1, a point one view sees outside gets mean 0.5,
+    min 0; the padding view is ignored."""
+    from models.pixel2isdf.hull import hull_features
+
+    got = hull_features(disk_views(), DISK_POINTS.clone().requires_grad_(True))
     torch.testing.assert_close(got[0], torch.tensor([[1.0, 1.0], [0.5, 0.0], [0.0, 0.0]],
                                                     dtype=torch.float64))
     assert not got.requires_grad
+
+
+def test_hull_carve_field_is_positive_where_the_photos_show_background() -> None:
+    from pipeline.reconstruct import HULL_SLOPE, hull_carve_field
+
+    got = hull_carve_field(disk_views(), 0.75)(DISK_POINTS)[0]
+    torch.testing.assert_close(got, HULL_SLOPE * torch.tensor([-0.25, 0.25, 0.75],
+                                                              dtype=torch.float64))
 
 
 def test_hull_feature_model_runs_and_trains(subject, tmp_path: Path) -> None:
@@ -270,7 +294,10 @@ def test_hull_feature_model_runs_and_trains(subject, tmp_path: Path) -> None:
 
     dataset = Pixel2ISDFDataset([subject["path"]], n_views=2, n_points=100, with_hull=True)
     batch = torch.utils.data.default_collate([dataset[0]])
-    assert batch["vertex_transforms"].shape[1:3] == (2, len(subject["body"][0]))
+    n_actions, n_views = 2, 4  # the fake: 2 actions × 2 views, every view in the pool
+    assert batch["action_transforms"].shape[1:3] == (n_actions, len(subject["body"][0]))
+    assert batch["hull_alphas"].shape[1] == n_views and batch["hull_valid"].all()
+    assert batch["hull_action"].tolist() == [[0, 0, 1, 1]]
     model = _model(hull_feature=True)
     assert model.head.in_dim == sum(model.diffusion.level_channels) + 3 + 12 + 3
     inputs = {k: v for k, v in batch.items() if k not in ("points", "sdf")}

@@ -122,3 +122,17 @@ def test_checkpoint_of_the_other_prior_is_refused(trained, tmp_path: Path) -> No
         run(checkpoint=trained["checkpoint"], cache=trained["cache"], train_model=config,
             output=tmp_path / "x.ply", report=tmp_path / "x.json", params=recon_params())
     assert not (tmp_path / "x.ply").exists()
+
+
+def test_hull_carve_only_removes(trained, tmp_path: Path) -> None:
+    """The carve intersects: the carved solid lies within the uncarved one (on the fake,
+    whose cameras do not see its body, it removes everything), and the summary records the
+    threshold. Its field: tests/test_body_prior.py."""
+    whole, _ = _reconstruct(trained, tmp_path, "whole")
+    carved, verts = _reconstruct(trained, tmp_path, "carved", hull_carve=0.5)
+    assert carved["hull_carve"] == 0.5 and whole["hull_carve"] is None
+    assert whole["surface"] and carved["vertices"] <= whole["vertices"]
+    if carved["surface"]:
+        mesh = read_ply(tmp_path / "whole.ply")
+        voxel = 2 * 0.3 * 2.0 / 47
+        assert (mesh.contains(verts) | (mesh.nearest.on_surface(verts)[1] <= voxel)).all()
