@@ -65,6 +65,8 @@ STAGES: dict[str, Stage] = {
                          "a subject's canonical mesh from the trained Pixel2ISDF"),
     "evaluate": Stage("pipeline.evaluate:run", "evaluate",
                       "score a reconstruction and both body baselines against the truth"),
+    "selfcheck": Stage("pipeline.selfcheck:run", None,
+                       "a reconstruction against its own inputs: reposed, reprojected, health"),
     "evaluate-summary": Stage("pipeline.evaluate:summarize", "evaluate",
                               "gather the subjects' scores into metrics.csv and tables"),
     "reconstruct-pifu": Stage("pipeline.pifu:reconstruct", "pifu.reconstruct",

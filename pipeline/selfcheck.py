@@ -1,7 +1,7 @@
 """Quality without truth: what can be said of a reconstruction from the subject's own inputs.
 
-A first slice of the truth-free checks (the issue "Reconstruct people the pipeline has never
-seen"): the functions, tested; the stage that runs them per subject comes next.
+The ``selfcheck`` stage (``rules/selfcheck.smk``, :func:`run`) runs them on each
+reconstruction, with or without a scan of the subject:
 
 - **Reposing**: the canonical reconstruction carried into each input action by linear blend
   skinning, each vertex with the weights of its nearest fitted-body vertex and the fit's bone
@@ -15,7 +15,11 @@ seen"): the functions, tested; the stage that runs them per subject comes next.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +27,18 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from models.blocks.projection import project
+from models.cache_io import CAMERA_KEYS, open_cache, read_index
 from pipeline.errors import PipelineError
 from pipeline.fitting.raster import fill_triangles, mask_iou
+from pipeline.io import atomic_directory, read_json, write_json
+from pipeline.meshio import read_ply, write_ply
 from pipeline.sdf import check_watertight
+
+log = logging.getLogger(__name__)
+
+CACHE_ARRAYS = ("canonical_vertices", "faces", "skinning_weights", "bone_transforms",
+                "posed_vertices", "alphas")
+"""What the checks read from a subject's cache (its inputs, never its targets)."""
 
 
 def nearest_body_vertex(vertices: np.ndarray, body: np.ndarray) -> np.ndarray:
@@ -109,3 +122,62 @@ def mesh_health(vertices: np.ndarray, faces: np.ndarray, body: np.ndarray,
             "components": int(mesh.body_count), "volume_m3": float(mesh.volume),
             "height_m": float(np.ptp(vertices[:, up])),
             "body_height_m": float(np.ptp(np.asarray(body)[:, up]))}
+
+
+def _read_cache(cache: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    with open_cache(cache) as handle:
+        index = read_index(handle)
+        try:
+            arrays = {k: np.asarray(handle[k][()]) for k in CACHE_ARRAYS}
+            arrays.update({f"camera/{k}": np.asarray(handle[f"camera/{k}"][()])
+                           for k in CAMERA_KEYS[index.camera_model]})
+        except KeyError as exc:
+            raise PipelineError(f"cache file {cache} lacks {exc}; rebuild it with "
+                                "`snakemake --forcerun cache`") from exc
+    return index, arrays
+
+
+def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path) -> dict[str, Any]:
+    """Check one subject's canonical reconstruction against its own inputs.
+
+    Writes the reconstruction reposed into every action as ``reposed/<action>.ply`` and
+    ``output`` (JSON): the mesh's health, the reprojection IoU of every view (the mesh's and
+    the fitted body's, from the same code) and their means over the views that passed the
+    fit's checks.
+    """
+    start = time.perf_counter()
+    summary = read_json(recon)
+    index, arrays = _read_cache(cache)
+    body, body_faces = arrays["canonical_vertices"], arrays["faces"]
+    if summary.get("surface", False):
+        loaded = read_ply(mesh)
+        vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
+    else:
+        vertices, faces = np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    transforms = vertex_transforms(arrays["skinning_weights"], arrays["bone_transforms"])
+    posed = (repose(vertices, nearest_body_vertex(vertices, body), transforms) if len(faces)
+             else np.zeros((len(index.actions), 0, 3)))
+    with atomic_directory(reposed) as tmp:
+        for a, action in enumerate(index.actions):
+            write_ply(tmp / f"{action}.ply", posed[a], faces)
+    rows = index.action_index
+    cameras = {k[len("camera/"):]: v for k, v in arrays.items() if k.startswith("camera/")}
+    ious = (reprojection_iou(posed[rows], faces, cameras, arrays["alphas"]) if len(faces)
+            else np.zeros(len(rows)))
+    body_ious = reprojection_iou(arrays["posed_vertices"][rows], body_faces, cameras,
+                                 arrays["alphas"])
+    ok = index.view_ok
+    views = [{"action": str(index.actions[rows[i]]), "view": str(index.view_names[i]),
+              "view_ok": bool(ok[i]), "iou": round(float(ious[i]), 4),
+              "body_iou": round(float(body_ious[i]), 4)} for i in range(len(rows))]
+    out = {"subject": summary.get("subject", mesh.stem), "split": summary.get("split"),
+           "mesh": str(mesh), "health": mesh_health(vertices, faces, body),
+           "iou_mean": round(float(ious[ok].mean()), 4) if ok.any() else None,
+           "body_iou_mean": round(float(body_ious[ok].mean()), 4) if ok.any() else None,
+           "views": views, "reposed": [str(reposed / f"{a}.ply") for a in index.actions],
+           "seconds": round(time.perf_counter() - start, 3)}
+    write_json(output, out)
+    log.info("%s: reprojection IoU %.3f (fitted body %.3f) over %d views, %s", out["subject"],
+             out["iou_mean"] or 0.0, out["body_iou_mean"] or 0.0, int(ok.sum()),
+             "closed" if out["health"]["watertight"] else "not closed")
+    return out

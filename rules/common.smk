@@ -150,6 +150,10 @@ def all_targets(wildcards):
         targets += expand(
             RESULTS / "recon" / "pixel2isdf" / "{subject}.ply", subject=RECON_SUBJECTS
         )
+        targets += expand(
+            RESULTS / "eval" / "pixel2isdf" / "{subject}.selfcheck.json",
+            subject=RECON_SUBJECTS,
+        )
     if STOP_AFTER >= STAGE_ORDER.index("cache") and config["pifu"]["enabled"]:
         targets.append(RESULTS / "eval" / "pifu" / "table2.csv")  # its own branch
         targets += expand(

@@ -108,3 +108,33 @@ def test_mesh_health() -> None:
     opened = mesh_health(a.vertices, a.faces[1:], a.vertices)
     assert not opened["watertight"] and "edges" in opened["problems"]
     assert mesh_health(np.zeros((0, 3)), np.zeros((0, 3), int), a.vertices)["surface"] is False
+
+
+def test_stage_writes_reposed_meshes_and_the_report(tmp_path) -> None:
+    """On a fake subject (tests/cache_fakes.py: 2 actions × 2 views, identity skinning): the
+    reposed meshes are the canonical one, every view gets both IoUs, a mesh without surface
+    is reported, not a crash."""
+    import json
+
+    from pipeline.meshio import read_ply, write_ply
+    from pipeline.selfcheck import run
+    from tests.cache_fakes import CLOTHED_R, build, sphere
+
+    cache = build(tmp_path / "s", output=tmp_path / "s.h5")
+    v, f = sphere(CLOTHED_R)
+    write_ply(tmp_path / "m.ply", v, f)
+    (tmp_path / "m.json").write_text(json.dumps({"subject": "s", "split": "test",
+                                                 "surface": True}))
+    out = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
+              output=tmp_path / "check.json", reposed=tmp_path / "reposed")
+    assert sorted(p.name for p in (tmp_path / "reposed").iterdir()) == ["act00.ply",
+                                                                         "act01.ply"]
+    np.testing.assert_allclose(read_ply(tmp_path / "reposed" / "act01.ply").vertices, v,
+                               atol=1e-6)  # identity bone transforms
+    assert len(out["views"]) == 4 and {"iou", "body_iou", "view_ok"} <= set(out["views"][0])
+    assert out["health"]["watertight"] and out["health"]["components"] == 1
+    assert json.loads((tmp_path / "check.json").read_text())["subject"] == "s"
+    (tmp_path / "m.json").write_text(json.dumps({"subject": "s", "surface": False}))
+    empty = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
+                output=tmp_path / "check.json", reposed=tmp_path / "reposed")
+    assert empty["health"]["surface"] is False and empty["iou_mean"] == 0.0
