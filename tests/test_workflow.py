@@ -156,7 +156,7 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
         "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1, "render_recon": 1,
-        "training_curves": 1, "all": 1}
+        "selfcheck": 1, "training_curves": 1, "all": 1}
 
     # A training parameter changes: only Pixel2ISDF retrains.
     config = _synthetic_config()
@@ -164,7 +164,7 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "train": 1, "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1,
-        "render_recon": 1, "training_curves": 1, "all": 1}
+        "render_recon": 1, "selfcheck": 1, "training_curves": 1, "all": 1}
 
     # An evaluation parameter changes: only the scores and their summary.
     config = _synthetic_config()
@@ -230,14 +230,15 @@ def test_ablation_and_views_study_share_the_main_stages(tmp_path):
                                           "views_study"))
     assert planned == {
         "fit_keypoints_only": 2, "oracle_fit": 2, "cache_ablation": 4,
-        "train_normal_unmasked": 1, "train_ablation": 6, "reconstruct_ablation": 6,
-        "evaluate": 6 + 4, "ablation_table": 1, "ablation": 1, "reconstruct_views": 4,
+        "train_normal_unmasked": 1, "train_ablation": 7, "reconstruct_ablation": 7,
+        "evaluate": 7 + 4, "ablation_table": 1, "ablation": 1, "reconstruct_views": 4,
         "views_table": 1, "views_study": 1}
     run_snakemake(tmp_path, "--cores", "2", "ablation", "views_study")
     results = tmp_path / "results/syn"
     ablation = (results / "ablation/ablation.md").read_text()
     for label in ("full model", "w/o mask", "w/o normal map", "w/o fit refinement",
-                  "oracle: truth body", "oracle: truth normal maps"):
+                  "sphere prior (the report's initialisation)", "oracle: truth body",
+                  "oracle: truth normal maps"):
         assert f"| {label} |" in ablation
     assert "One seed" in ablation and "2 training steps" in ablation
     train = json.loads((results / "ablation/train/no_mask/seed1/train.json").read_text())
