@@ -29,33 +29,26 @@ from models.data import Pixel2ISDFDataset, select_views
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
 from models.pixel2isdf.body_prior import BodySDF
-from models.pixel2isdf.config import Pixel2ISDFConfig, from_mapping
+from models.pixel2isdf.config import Pixel2ISDFConfig
 from models.pixel2isdf.hull import HullViews, hull_features
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.meshio import write_ply
 from pipeline.training.checkpoint import load_checkpoint, load_state, model_config
 from pipeline.training.distributed import World, resolve_device
+from pipeline.training.given import differing_keys
 
 log = logging.getLogger(__name__)
 
 
 def check_model_config(found: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
-    """PipelineError naming the checkpoint when the network it holds was built from other
-    ``train.model`` settings than ``expected`` (the current config's)."""
-    try:
-        want = from_mapping(Pixel2ISDFConfig, expected).__dict__
-        have = from_mapping(Pixel2ISDFConfig, found).__dict__
-    except (TypeError, ValueError) as exc:
-        raise PipelineError(f"checkpoint {path}: cannot compare its model config with "
-                            f"train.model ({exc})") from exc
-    differ = sorted(k for k in want if want[k] != have.get(k))
+    """PipelineError naming the checkpoint and every differing key when the network it holds
+    was built from other ``train.model`` settings than ``expected`` (the current config's)."""
+    differ = differing_keys(Pixel2ISDFConfig, found, expected, path, "train.model")
     if differ:
-        shown = ", ".join(f"{k}: checkpoint {have.get(k)!r}, config {want[k]!r}"
-                          for k in differ[:4])
         raise PipelineError(f"checkpoint {path} does not match the config's train.model "
-                            f"({shown}); retrain it (snakemake --forcerun train) or point "
-                            "the config at the settings it was trained with")
+                            f"({', '.join(differ)}); retrain it (snakemake --forcerun train) "
+                            "or point the config at the settings it was trained with")
 
 
 def load_model(path: Path, device: torch.device,

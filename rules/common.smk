@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
+from pipeline.training.given import check_given_checkpoints
 
 DATASET = config["data"]["dataset"]
 SUBJECTS = config["data"]["subjects"]
@@ -36,10 +37,24 @@ RECON_SUBJECTS = {
     "all": SUBJECTS,
 }[config["reconstruct"]["subjects"]]
 
-if STOP_AFTER >= STAGE_ORDER.index("train_normal") and not TRAIN_SUBJECTS:
+GIVEN_CHECKPOINT = config["train"]["checkpoint"]
+GIVEN_NORMAL = config["train_normal"]["checkpoint"]
+PIXEL2ISDF_CHECKPOINT = (
+    GIVEN_CHECKPOINT or RESULTS / "train" / "pixel2isdf" / "checkpoint.pt"
+)
+NORMAL_CHECKPOINT = GIVEN_NORMAL or RESULTS / "train" / "normal_net" / "checkpoint.pt"
+if GIVEN_CHECKPOINT or GIVEN_NORMAL:
+    check_given_checkpoints(config)  # before any work: kind and model settings
+
+if (
+    STOP_AFTER >= STAGE_ORDER.index("train_normal")
+    and not TRAIN_SUBJECTS
+    and not GIVEN_CHECKPOINT
+):
     raise ValueError(
         f"no training subject: every subject of data.subjects {SUBJECTS} is in "
-        "data.test_subjects; leave at least one out, or set stop_after: cache"
+        "data.test_subjects; leave at least one out, give a trained model "
+        "(train.checkpoint), or set stop_after: cache"
     )
 
 
@@ -100,14 +115,15 @@ def train_inputs(wildcards):
         "test": expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
     }
     if config["train"]["model"]["input"] in NORMAL_INPUTS:
-        inputs["normal"] = RESULTS / "train" / "normal_net" / "checkpoint.pt"
+        inputs["normal"] = NORMAL_CHECKPOINT
     return inputs
 
 
 def curve_inputs(wildcards):
-    """The train.json of every training run the model went through."""
-    runs = ["pixel2isdf"]
-    if config["train"]["model"]["input"] in NORMAL_INPUTS:
+    """The train.json of every training run the model went through here (none for a
+    checkpoint given by path)."""
+    runs = [] if GIVEN_CHECKPOINT else ["pixel2isdf"]
+    if config["train"]["model"]["input"] in NORMAL_INPUTS and not GIVEN_NORMAL and runs:
         runs.insert(0, "normal_net")
     return [RESULTS / "train" / run / "train.json" for run in runs]
 
@@ -143,9 +159,9 @@ def all_targets(wildcards):
     if STOP_AFTER >= STAGE_ORDER.index("cache"):
         targets += expand(RESULTS / "cache" / "{subject}.h5", subject=SUBJECTS)
     if STOP_AFTER == STAGE_ORDER.index("train_normal"):
-        targets.append(RESULTS / "train" / "normal_net" / "checkpoint.pt")
+        targets.append(NORMAL_CHECKPOINT)
     if STOP_AFTER >= STAGE_ORDER.index("train"):
-        targets.append(RESULTS / "train" / "pixel2isdf" / "checkpoint.pt")
+        targets.append(PIXEL2ISDF_CHECKPOINT)
     if STOP_AFTER >= STAGE_ORDER.index("reconstruct"):
         targets += expand(
             RESULTS / "recon" / "pixel2isdf" / "{subject}.ply", subject=RECON_SUBJECTS
@@ -161,10 +177,9 @@ def all_targets(wildcards):
             subject=TEST_SUBJECTS,
         )
     if STOP_AFTER >= STAGE_ORDER.index("evaluate"):
-        targets += [
-            RESULTS / "eval" / "pixel2isdf" / "metrics.csv",
-            RESULTS / "report" / "training_curves.png",
-        ]
+        targets.append(RESULTS / "eval" / "pixel2isdf" / "metrics.csv")
+        if not GIVEN_CHECKPOINT:
+            targets.append(RESULTS / "report" / "training_curves.png")
         targets += expand(
             RESULTS / "report" / "render" / "pixel2isdf" / "{subject}.png",
             subject=RECON_SUBJECTS,
@@ -197,7 +212,7 @@ def ablation_train_inputs(wildcards):
     model = ablation_train(wildcards)["model"]
     if model["input"] in NORMAL_INPUTS:
         inputs["normal"] = (
-            RESULTS / "train" / "normal_net" / "checkpoint.pt"
+            NORMAL_CHECKPOINT
             if model["masked_input"]
             else RESULTS / "ablation" / "normal_net_unmasked" / "checkpoint.pt"
         )

@@ -3,7 +3,7 @@
 
 rule reconstruct:
     input:
-        checkpoint=RESULTS / "train" / "pixel2isdf" / "checkpoint.pt",
+        checkpoint=PIXEL2ISDF_CHECKPOINT,
         cache=RESULTS / "cache" / "{subject}.h5",
     output:
         mesh=RESULTS / "recon" / "pixel2isdf" / "{subject}.ply",

@@ -173,6 +173,20 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "evaluate": 1, "evaluate_summary": 1, "all": 1}
 
+    # A checkpoint given by path (trained elsewhere): no training job, the meshes redone.
+    given = tmp_path / "given.pt"
+    given.write_bytes((tmp_path / "results/syn/train/pixel2isdf/checkpoint.pt").read_bytes())
+    config = _synthetic_config()
+    config["train"]["checkpoint"] = str(given)
+    write_config(tmp_path, config)
+    planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n"))
+    assert "train" not in planned and "train_normal" not in planned
+    assert planned["reconstruct"] == 1 and "training_curves" not in planned
+    config["train"]["model"] = {**config["train"]["model"], "latent_dim": 3}
+    write_config(tmp_path, config)
+    refused = run_snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert refused.returncode != 0 and "latent_dim: checkpoint" in refused.stdout + refused.stderr
+
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))
     planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n"))
