@@ -32,14 +32,15 @@ FALLBACK: dict[str, dict[str, Any]] = {
         "model": {"input": "normal", "input_size": 512, "feature_channels": 64, "latent_dim": 64,
                   "geometry_width": 1.0, "fusion_hidden": 128, "volume_resolution": 224,
                   "diffusion_width": 1.0, "head_hidden": 256, "head_layers": 8, "head_skip": 4,
-                  "n_freqs": 6},
+                  "n_freqs": 6, "prior": "body"},
         "normal_model": {"ngf": 64, "n_downsample": 4, "n_blocks": 9, "input_size": 512},
         "n_views": 4, "n_points": 10000, "batch_size": 2, "lr": 0.0005},
     "config.yaml": {
         "model": {"input": "normal", "input_size": 128, "feature_channels": 16,
                   "geometry_width": 0.25, "fusion_hidden": 32, "latent_dim": 16,
                   "volume_resolution": 64, "diffusion_width": 0.5, "head_hidden": 128,
-                  "head_layers": 4, "head_skip": 2, "n_freqs": 6, "bn_momentum": 0.1},
+                  "head_layers": 4, "head_skip": 2, "n_freqs": 6, "bn_momentum": 0.1,
+                  "prior": "body"},
         "normal_model": {"ngf": 16, "n_downsample": 3, "n_blocks": 3, "input_size": 128},
         "n_views": 4, "n_points": 4096, "batch_size": 1, "lr": 0.001}}
 BODY_CENTRE, BODY_AXES = torch.tensor([0.0, 0.85, 0.0]), torch.tensor([0.25, 0.85, 0.15])
@@ -47,9 +48,11 @@ BODY_VERTICES = 13_718  # the fitted body's vertex count
 
 
 def preset_subset(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run config this script uses (the training model sizes and run)."""
+    """The parts of a run config this script uses (the training model sizes and run); the
+    prior defaults to the pipeline's (``body``, the config schema's default)."""
     train = config["train"]
-    return {"model": dict(train["model"]), "normal_model": dict(config["train_normal"]["model"]),
+    return {"model": {"prior": "body", **train["model"]},
+            "normal_model": dict(config["train_normal"]["model"]),
             "n_views": train["n_views"], "n_points": train["n_points"],
             "batch_size": train["run"]["batch_size"], "lr": train["run"]["lr"]}
 
