@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.cache_files import CacheFiles, camera_tensors
 from models.cache_io import CacheIndex, load_index
-from models.data import CacheFiles, ViewItems, camera_tensors
+from models.data import ViewItems
 from models.errors import PipelineError
 
 FRAME = re.compile(r"^(?P<clip>.+)_f(?P<frame>\d+)$")
