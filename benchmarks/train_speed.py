@@ -41,7 +41,9 @@ def bench(config: dict, data: dict, device: torch.device, steps: int) -> dict:
     batch_size = run["batch_size"]
     dataset = Pixel2ISDFDataset(paths, n_views=train["n_views"], n_points=train["n_points"],
                                 seed=0, samples_per_subject=steps + 2, uint8_images=True,
-                                in_memory=True)
+                                in_memory=True,
+                                with_body_sdf=train["model"].get("prior", "body") == "body",
+                                with_hull=bool(train["model"].get("hull_feature", False)))
     torch.manual_seed(0)
     model = get_model(train["model"], config["train_normal"]["model"]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
