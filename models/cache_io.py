@@ -79,6 +79,8 @@ class CacheIndex:
         has_oracle_normals: ``oracle/normals`` is present.
         has_unmasked: ``unmasked/images`` (the crops before the matte) is present.
         has_body_sdf: ``body_sdf/`` (the fitted body's signed-distance volume) is present.
+        targets: ``present``, or why the training targets (``sdf/``, ``surface/``) are
+            absent (a subject without a scan).
     """
 
     path: Path
@@ -93,6 +95,11 @@ class CacheIndex:
     has_oracle_normals: bool
     has_unmasked: bool = False
     has_body_sdf: bool = False
+    targets: str = "present"
+
+    @property
+    def has_targets(self) -> bool:
+        return self.targets == "present"
 
     @property
     def camera_keys(self) -> tuple[str, ...]:
@@ -125,7 +132,9 @@ def read_index(handle: h5py.File) -> CacheIndex:
             view_ok=np.asarray(handle["view_ok"][()], dtype=bool), pifu_actions=pifu,
             has_oracle_normals="oracle/normals" in handle,
             has_unmasked="unmasked/images" in handle,
-            has_body_sdf="body_sdf/values" in handle)
+            has_body_sdf="body_sdf/values" in handle,
+            targets=("present" if "sdf/values" in handle
+                     else str(handle.attrs.get("targets", "absent"))))
     except KeyError as exc:
         raise PipelineError(f"cache file {path} lacks {exc}; {REBUILD_HINT}") from exc
 
@@ -159,3 +168,14 @@ def body_sdf(path: str | Path) -> dict[str, np.ndarray]:
                 "needs; rebuild it with cache.body_sdf_resolution > 0: "
                 "`snakemake --forcerun cache`")
         return {k: np.asarray(handle[f"body_sdf/{k}"][()]) for k in ("values", "lo", "hi")}
+
+
+def require_targets(index: CacheIndex, stage: str) -> None:
+    """Refuse to train ``stage`` on a cache without training targets (a subject without a
+    scan), naming the subject, the file and the truth mesh it lacks."""
+    if not index.has_targets:
+        raise PipelineError(
+            f"{stage}: cannot train on subject {index.subject}: its cache {index.path} has no "
+            f"training targets ({index.targets}), as it was built without "
+            f"truth/{index.subject}/canonical_clothed.ply; a subject without a scan is "
+            "reconstructed only (keep it in data.predict_subjects)")

@@ -107,7 +107,8 @@ class Pixel2ISDFDataset(Dataset):
 
     Args:
         paths: cache files, one per subject.
-        n_views: K. n_points: P (drawn without replacement when the pool is large enough).
+        n_views: K. n_points: P (drawn without replacement when the pool is large enough);
+            0 serves the inputs only (no ``points``/``sdf``: a cache without targets).
         seed: base of every draw. samples_per_subject: items per subject (an epoch's length).
         uint8_images: return ``images``/``alphas`` as uint8 0–255 (convert on the device:
             4× less to copy between processes).
@@ -123,8 +124,8 @@ class Pixel2ISDFDataset(Dataset):
                  in_memory: bool = False, with_normals: bool = False,
                  masked: bool = True, rows: Sequence[np.ndarray] | None = None,
                  with_body_sdf: bool = False, with_hull: bool = False) -> None:
-        if n_views < 1 or n_points < 1 or samples_per_subject < 1:
-            raise ValueError("n_views, n_points and samples_per_subject must be >= 1")
+        if n_views < 1 or n_points < 0 or samples_per_subject < 1:
+            raise ValueError("n_views and samples_per_subject must be >= 1, n_points >= 0")
         self.caches = CacheFiles(paths, in_memory, masked)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
@@ -180,9 +181,12 @@ class Pixel2ISDFDataset(Dataset):
         rows = rng.choice(self.rows[s], size=self.n_views, replace=False)
         images, alphas = self.caches.tensors(s, rows, self.uint8_images)
         actions = index.action_index[rows]
-        pool = self.caches.array(s, "sdf/points")
-        pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
         extra = {"normals": self.caches.normals(s, rows)} if self.with_normals else {}
+        if self.n_points:
+            pool = self.caches.array(s, "sdf/points")
+            pick = rng.choice(len(pool), size=self.n_points, replace=self.n_points > len(pool))
+            extra.update({"points": torch.from_numpy(pool[pick]),
+                          "sdf": torch.from_numpy(self.caches.array(s, "sdf/values")[pick])})
         if self.with_body_sdf:
             extra.update({f"body_sdf{suffix}": torch.from_numpy(
                 self.caches.array(s, f"body_sdf/{name}").copy())
@@ -195,8 +199,6 @@ class Pixel2ISDFDataset(Dataset):
             "posed_vertices": torch.from_numpy(self.caches.array(s, "posed_vertices")[actions]),
             "canonical_vertices": torch.from_numpy(
                 self.caches.array(s, "canonical_vertices").copy()),
-            "points": torch.from_numpy(pool[pick]),
-            "sdf": torch.from_numpy(self.caches.array(s, "sdf/values")[pick]),
             "view_index": torch.from_numpy(rows.astype(np.int64)),
             "action_index": torch.from_numpy(actions.astype(np.int64)),
             "subject_index": torch.tensor(s, dtype=torch.int64),

@@ -7,6 +7,10 @@ truth canonical clothed mesh, surface samples) and PIFu targets (inside/outside 
 each action's truth posed clothed mesh). The truth normal maps, cut like the crops, are kept
 apart under ``oracle/`` for the explicitly named oracle ablation only.
 
+A subject without a scan (``truth=None``, ``data.predict_subjects``) gets the same file
+without the targets (attribute ``targets`` says why): everything reconstruction and the
+truth-free checks read, nothing training could use.
+
 The file is written to a hidden temporary sibling and renamed into place once closed, so an
 interrupted job leaves no file under the final name. Layout and conventions: ``docs/cache.md``;
 reading: ``models.cache_io.open_cache``.
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 CANONICAL_MESH = "canonical_clothed.ply"
 POSED_MESH = "clothed.ply"
 FIT_SCHEMA = "pixel2isdf.fit/1"
+NO_TRUTH = "absent: no truth (data.predict_subjects)"
 
 
 @dataclass(frozen=True)
@@ -202,8 +207,8 @@ def _image_dataset(h5: h5py.File, name: str, shape: tuple[int, ...],
                              **p.filters(np.uint8))
 
 
-def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path, p: CacheParams,
-                 subject: str) -> str:
+def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path | None,
+                 p: CacheParams, subject: str) -> str:
     """Images, alphas, (when asked) unmasked crops and (when there) oracle normals; returns
     the oracle note."""
     n = len(rows)
@@ -211,10 +216,12 @@ def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path, p: 
     alphas = _image_dataset(h5, "alphas", (n, size, size), p)
     unmasked = (_image_dataset(h5, "unmasked/images", (n, size, size, 3), p)
                 if p.unmasked_crops else None)
-    normal_files = [truth / r.action / f"{r.view}_normal.png" for r in rows]
+    normal_files = [truth / r.action / f"{r.view}_normal.png" for r in rows] if truth else []
     missing = [f for f in normal_files if not f.is_file()]
     if not p.oracle_normals:
         note = "absent: cache.oracle_normals is false"
+    elif truth is None:
+        note = NO_TRUTH
     elif missing:
         note = f"absent: no truth normal map {missing[0]} (real data set?)"
     else:
@@ -290,33 +297,38 @@ def json_attrs(values: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in values.items()}
 
 
-def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Path,
+def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Path | None,
                 output: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Write ``output`` (see the module docstring and ``docs/cache.md``); return a summary.
+    ``truth`` None: a subject without a scan, cached without targets.
 
     Raises:
         PipelineError: an unreadable or inconsistent input (named), or a truth mesh that is
             missing or not watertight (its file named).
     """
     start = time.perf_counter()
-    fit, crops, masks, truth, output = map(Path, (fit, crops, masks, truth, output))
+    fit, crops, masks, output = map(Path, (fit, crops, masks, output))
+    truth = None if truth is None else Path(truth)
     p = CacheParams.from_params(params)
     arrays = load_fit(fit)
     size = int(arrays["crop_size"])
     camera_model = str(arrays["camera_model"])
     actions = arrays["actions"].tolist()
     rows, crop_files = view_rows(arrays, fit, crops, masks)
-    names = {"canonical": str(truth / CANONICAL_MESH)}
-    canonical = checked_mesh(truth / CANONICAL_MESH)
+    sources = {"fit": fit, **{f"crops/{a}/{CROP_FILE}": f for a, f in crop_files.items()}}
+    names: dict[str, str] = {}
+    canonical = None
     posed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if p.n_pifu_points > 0:
-        for action in actions:
-            names[action] = str(truth / action / POSED_MESH)
-            posed[action] = checked_mesh(truth / action / POSED_MESH,
-                                         "; set cache.n_pifu_points: 0 to skip PIFu targets")
-    sources = {"fit": fit, **{f"crops/{a}/{CROP_FILE}": f for a, f in crop_files.items()},
-               f"truth/{CANONICAL_MESH}": truth / CANONICAL_MESH,
-               **{f"truth/{a}/{POSED_MESH}": truth / a / POSED_MESH for a in posed}}
+    if truth is not None:
+        names["canonical"] = str(truth / CANONICAL_MESH)
+        canonical = checked_mesh(truth / CANONICAL_MESH)
+        if p.n_pifu_points > 0:
+            for action in actions:
+                names[action] = str(truth / action / POSED_MESH)
+                posed[action] = checked_mesh(truth / action / POSED_MESH,
+                                             "; set cache.n_pifu_points: 0 to skip PIFu targets")
+        sources |= {f"truth/{CANONICAL_MESH}": truth / CANONICAL_MESH,
+                    **{f"truth/{a}/{POSED_MESH}": truth / a / POSED_MESH for a in posed}}
     checksums = {k: file_sha256(v) for k, v in sorted(sources.items())}
     index = np.array([[r.a, r.v] for r in rows])
     # Closed (flushed) before atomic_path renames it: contexts exit in reverse order.
@@ -349,22 +361,26 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
         h5.attrs["oracle_normals"] = note
         h5.attrs["unmasked_crops"] = ("present" if p.unmasked_crops
                                       else "absent: cache.unmasked_crops is false")
-        h5.attrs["pifu_targets"] = ("present" if posed
+        h5.attrs["pifu_targets"] = ("present" if posed else NO_TRUTH if canonical is None
                                     else "absent: cache.n_pifu_points is 0")
-        _write_targets(h5, canonical, posed, names, p, subject)
+        h5.attrs["targets"] = "present" if canonical is not None else NO_TRUTH
+        if canonical is not None:
+            _write_targets(h5, canonical, posed, names, p, subject)
     summary = {"subject": subject, "views": len(rows), "views_ok": int(sum(r.ok for r in rows)),
                "actions": len(actions), "bytes": output.stat().st_size,
-               "seconds": round(time.perf_counter() - start, 2), "oracle_normals": note}
+               "seconds": round(time.perf_counter() - start, 2), "oracle_normals": note,
+               "targets": canonical is not None}
+    n_sdf = (p.n_sdf_points, p.n_surface_points) if canonical is not None else (0, 0)
     log.info("%s: wrote %s: %d views (%d ok) of %d actions, %d SDF + %d surface points, "
              "%d PIFu points per action, oracle normals %s; %.1f MB in %.1f s", subject, output,
-             summary["views"], summary["views_ok"], summary["actions"], p.n_sdf_points,
-             p.n_surface_points, p.n_pifu_points if posed else 0, note.split(":")[0],
+             summary["views"], summary["views_ok"], summary["actions"], *n_sdf,
+             p.n_pifu_points if posed else 0, note.split(":")[0],
              summary["bytes"] / 1e6, summary["seconds"])
     return summary
 
 
-def run(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Path, output: Path,
-        params: dict[str, Any]) -> None:
+def run(*, subject: str, fit: Path, crops: Path, masks: Path, output: Path,
+        params: dict[str, Any], truth: Path | None = None) -> None:
     """CLI entry: ``python -m pipeline cache``."""
     build_cache(subject=subject, fit=fit, crops=crops, masks=masks, truth=truth, output=output,
                 params=params)

@@ -74,14 +74,22 @@ def validate_config(
 
 
 def _check_cross_references(config: dict[str, Any], source: str) -> None:
-    """Rules the schema cannot state: held-out subjects must be among the subjects."""
+    """Rules the schema cannot state: held-out and truth-free subjects must be among the
+    subjects, and a subject is either held out (scored against its truth) or truth-free."""
     data = config["data"]
-    unknown = sorted(set(data["test_subjects"]) - set(data["subjects"]))
-    if unknown:
+    for key in ("test_subjects", "predict_subjects"):
+        unknown = sorted(set(data[key]) - set(data["subjects"]))
+        if unknown:
+            raise PipelineError(
+                f"invalid configuration in {source}:\n  - data.{key}: {unknown} "
+                f"not in data.subjects {data['subjects']}"
+            )
+    both = sorted(set(data["test_subjects"]) & set(data["predict_subjects"]))
+    if both:
         raise PipelineError(
-            f"invalid configuration in {source}:\n  - data.test_subjects: {unknown} "
-            f"not in data.subjects {data['subjects']}"
-        )
+            f"invalid configuration in {source}:\n  - {both} in both data.test_subjects "
+            "(scored against their truth) and data.predict_subjects (no truth); keep each "
+            "in one")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

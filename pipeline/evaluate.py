@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.meshio import read_ply
 from pipeline.metrics import SurfaceMetrics, compare_meshes, load_truth, markdown_table
+from pipeline.selfcheck import load_selfchecks, selfcheck_table
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +202,27 @@ def write_tables(csv_output: Path, markdown: Path, html_output: Path, csv_text: 
             tmp.write_text(content, encoding="utf-8")
 
 
-def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_output: Path,
+def summarize(*, reports: list[Path] | None = None, selfchecks: list[Path] | None = None,
+              model: str | None = None, csv_output: Path, markdown: Path, html_output: Path,
               params: dict[str, Any]) -> dict[str, Any]:
     """Gather per-subject reports into ``metrics.csv``, a Markdown and an HTML summary.
 
     The means are per split (test first); the Markdown holds one table of means per split,
     one table per subject, and a line per split saying whether the model beats the fitted
-    naked body.
+    naked body. ``selfchecks`` (the truth-free checks of every reconstructed subject) add a
+    table where a subject without a truth (split ``predict``) reads "no truth". ``model``
+    names the model when no subject has a truth to score against.
     """
     del params  # the summary has no parameters of its own; the rule passes the section
-    loaded = load_reports(reports)
-    if not loaded:
+    loaded = load_reports(reports or [])
+    checks = load_selfchecks(selfchecks or [])
+    if not loaded and not checks:
         raise PipelineError("evaluate summary: no per-subject report given")
-    model = loaded[0]["model"]
+    names = {d["model"] for d in loaded} | ({model} if model else set())
+    if len(names) != 1:
+        raise PipelineError(f"evaluate summary: the reports are of models {sorted(names)}; "
+                            "give one model's reports (and --model when none has a truth)")
+    (model,) = names
     rows, means, counts = [], {}, {}
     sections = [f"# Evaluation of {model}", "Distances in cm, lower is better; NC, F-scores "
                 "and IoU higher is better (docs/evaluation.md)."]
@@ -232,7 +241,16 @@ def summarize(*, reports: list[Path], csv_output: Path, markdown: Path, html_out
         sections.append(f"## {split} subjects: mean over {len(group)} ({subjects})")
         sections.append(markdown_table([(MESH_LABELS[m].format(model=model),
                                          means[split][m]) for m in MESHES]).rstrip())
-    sections.append("\n".join(_verdicts(model, means, counts)))
+    if loaded:
+        sections.append("\n".join(_verdicts(model, means, counts)))
+    if checks:
+        sections.append("## Quality without truth: every reconstructed subject")
+        sections.append("Reprojection IoU: the reconstruction reposed into each input view "
+                        "against that view's matte, mean over the views that passed the fit's "
+                        "checks, beside the fitted body's from the same code (docs/evaluation.md)."
+                        " Subjects without a scan (data.predict_subjects) read \"no truth\".")
+        sections.append(selfcheck_table(checks, {d["subject"]: d["metrics"]["model"]
+                                                 ["chamfer_cm"] for d in loaded}))
     for d in loaded:
         sections.append(f"## {d['subject']} ({d['split']}, {d['n_views']} views)")
         sections.append(markdown_table([(MESH_LABELS[m].format(model=model),

@@ -79,14 +79,14 @@ def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
     ``<action>/<view>`` of the views used."""
     index = load_index(cache)
     rows = select_views(index, views, selection, seed)
-    dataset = Pixel2ISDFDataset([cache], n_views=len(rows), n_points=1, seed=seed,
+    dataset = Pixel2ISDFDataset([cache], n_views=len(rows), n_points=0, seed=seed,
                                 uint8_images=True, with_normals=oracle, masked=masked,
                                 rows=[rows], with_body_sdf=with_body_sdf,
                                 with_hull=with_hull)
     item = dataset[0]
     rows = item["view_index"].tolist()
     names = [f"{index.actions[index.action_index[r]]}/{index.view_names[r]}" for r in rows]
-    batch = {k: v[None] for k, v in item.items() if k not in ("points", "sdf")}
+    batch = {k: v[None] for k, v in item.items()}
     return batch, names
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +181,36 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path) ->
              out["iou_mean"] or 0.0, out["body_iou_mean"] or 0.0, int(ok.sum()),
              "closed" if out["health"]["watertight"] else "not closed")
     return out
+
+
+def load_selfchecks(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """The selfcheck reports (``eval/<model>/<subject>.selfcheck.json``); PipelineError
+    naming a file that is not one."""
+    loaded = []
+    for path in paths:
+        data = read_json(path)
+        missing = {"subject", "split", "iou_mean", "body_iou_mean", "health"} - set(data)
+        if missing:
+            raise PipelineError(f"{path} is not a selfcheck report (missing {sorted(missing)})")
+        loaded.append(data)
+    return loaded
+
+
+def selfcheck_table(checks: Sequence[Mapping[str, Any]],
+                    chamfer: Mapping[str, float]) -> str:
+    """Markdown table of the truth-free checks, one row per subject, with the Chamfer
+    distance where the subject has a truth (``chamfer``, cm) and "no truth" where not."""
+    def cell(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| subject | split | reprojection IoU | fitted body's IoU | closed | components "
+             "| height (m) | fitted body's height (m) | Chamfer (cm) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        h = c["health"]
+        truth = (f"{chamfer[c['subject']]:.3f}" if c["subject"] in chamfer else "no truth")
+        lines.append(f"| {c['subject']} | {c['split']} | {cell(c['iou_mean'])} | "
+                     f"{cell(c['body_iou_mean'])} | {'yes' if h['watertight'] else 'no'} | "
+                     f"{h['components']} | {h['height_m']:.3f} | {h['body_height_m']:.3f} | "
+                     f"{truth} |")
+    return "\n".join(lines)

@@ -20,7 +20,7 @@ from typing import Any
 
 import h5py
 
-from models.cache_io import open_cache
+from models.cache_io import open_cache, read_index, require_targets
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
 from pipeline.training.tasks import NormalTask, PifuTask, Pixel2ISDFTask
@@ -49,11 +49,16 @@ def run_hash(params: Mapping[str, Any], caches: Sequence[Path],
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def _check_subjects(train_caches: Sequence[Path], stage: str) -> None:
+def check_training_caches(train_caches: Sequence[Path], stage: str,
+                    test_caches: Sequence[Path] = ()) -> None:
+    """At least one training subject, and targets in every cache trained or validated on."""
     if not train_caches:
         raise PipelineError(f"{stage}: no training subject (every subject in data.subjects is "
-                            "also in data.test_subjects); leave at least one out of "
-                            "data.test_subjects")
+                            "also in data.test_subjects or data.predict_subjects); leave at "
+                            "least one out, or give a trained model by path")
+    for path in [*train_caches, *test_caches]:
+        with open_cache(path) as handle:
+            require_targets(read_index(handle), stage)
 
 
 def _meta(params: Mapping[str, Any], train_caches: Sequence[Path],
@@ -66,8 +71,8 @@ def _meta(params: Mapping[str, Any], train_caches: Sequence[Path],
 def run_normal(*, train_caches: list[Path], test_caches: Sequence[Path] = (), output: Path,
                summary: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Train the normal network on the truth normal maps of the training subjects."""
-    _check_subjects(train_caches, "train_normal")
     test_caches = list(test_caches)
+    check_training_caches(train_caches, "train_normal", test_caches)
     task = NormalTask(params, train_caches, test_caches)
     run = RunParams(**params["run"])
     return train(task, run, output=output, summary=summary,
@@ -80,8 +85,8 @@ def run(*, train_caches: list[Path], test_caches: Sequence[Path] = (),
         params: dict[str, Any]) -> dict[str, Any]:
     """Train Pixel2ISDF (with the normal network's checkpoint ``normal`` when its input
     uses predicted normals)."""
-    _check_subjects(train_caches, "train")
     test_caches = list(test_caches)
+    check_training_caches(train_caches, "train", test_caches)
     task = Pixel2ISDFTask(params, train_caches, test_caches, normal)
     run_params = RunParams(**params["run"])
     extra = [normal] if normal is not None and task.cfg.uses_normal_net else []
@@ -105,8 +110,8 @@ def pifu_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
 def run_pifu(*, model: str, train_caches: list[Path], test_caches: Sequence[Path] = (),
              output: Path, summary: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Train ``model`` (``pifu`` or ``temporal_pifu``) on the training subjects' frames."""
-    _check_subjects(train_caches, "train_pifu")
     test_caches = list(test_caches)
+    check_training_caches(train_caches, "train_pifu", test_caches)
     train_params = pifu_params(params, model)
     task = PifuTask(train_params, train_caches, test_caches)
     return train(task, RunParams(**params["run"]), output=output, summary=summary,

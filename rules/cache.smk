@@ -1,4 +1,5 @@
-# Cache: one HDF5 training file per subject (views, fitted body, SDF and PIFu targets).
+# Cache: one HDF5 file per subject (views, fitted body, and the SDF and PIFu targets where
+# the subject has a truth scan: none for data.predict_subjects).
 
 
 rule cache:
@@ -12,7 +13,7 @@ rule cache:
             RESULTS / "mask" / "{{subject}}" / "{action}",
             action=actions_of(wildcards.subject),
         ),
-        truth=TRUTH / "{subject}",
+        truth=truth_of,
     output:
         RESULTS / "cache" / "{subject}.h5",
     log:
@@ -28,7 +29,8 @@ rule cache:
         stage=stage_params("cache"),
         crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
         masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
+        truth=truth_option,
     shell:
         "IGL_NUM_THREADS={threads} python -m pipeline cache --params {params.stage:q}"
         " --subject {wildcards.subject} --fit {input.fit} --crops {params.crops}"
-        " --masks {params.masks} --truth {input.truth} --output {output} 2> {log}"
+        " --masks {params.masks} {params.truth} --output {output} 2> {log}"

@@ -29,13 +29,19 @@ STAGE_ORDER = [
 ]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 TEST_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["test_subjects"]]
-TRAIN_SUBJECTS = [s for s in SUBJECTS if s not in TEST_SUBJECTS]
+# Subjects without a scan: reconstructed and checked without truth, never trained on.
+PREDICT_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["predict_subjects"]]
+TRAIN_SUBJECTS = [
+    s for s in SUBJECTS if s not in TEST_SUBJECTS and s not in PREDICT_SUBJECTS
+]
 NORMAL_INPUTS = ("normal", "image_normal")
 RECON_SUBJECTS = {
-    "test": TEST_SUBJECTS,
+    "test": TEST_SUBJECTS + PREDICT_SUBJECTS,
     "train": TRAIN_SUBJECTS,
     "all": SUBJECTS,
 }[config["reconstruct"]["subjects"]]
+# The reconstructed subjects with a truth to score against.
+SCORED_SUBJECTS = [s for s in RECON_SUBJECTS if s not in PREDICT_SUBJECTS]
 
 GIVEN_CHECKPOINT = config["train"]["checkpoint"]
 GIVEN_NORMAL = config["train_normal"]["checkpoint"]
@@ -53,8 +59,9 @@ if (
 ):
     raise ValueError(
         f"no training subject: every subject of data.subjects {SUBJECTS} is in "
-        "data.test_subjects; leave at least one out, give a trained model "
-        "(train.checkpoint), or set stop_after: cache"
+        "data.test_subjects or data.predict_subjects (no truth); leave at least one "
+        "subject with a scan out, give a trained model (train.checkpoint, and "
+        "train_normal.checkpoint for a normal-map input), or set stop_after: cache"
     )
 
 
@@ -128,6 +135,41 @@ def curve_inputs(wildcards):
     return [RESULTS / "train" / run / "train.json" for run in runs]
 
 
+def split_of(subject):
+    """How a subject is used: train, test (scored against its truth) or predict (no truth)."""
+    if subject in PREDICT_SUBJECTS:
+        return "predict"
+    return "test" if subject in TEST_SUBJECTS else "train"
+
+
+def truth_of(wildcards):
+    """A subject's truth folder, or nothing for a subject without a scan."""
+    return [] if wildcards.subject in PREDICT_SUBJECTS else TRUTH / wildcards.subject
+
+
+def truth_option(wildcards):
+    """The --truth option of a stage that reads the truth when there is one."""
+    return (
+        ""
+        if wildcards.subject in PREDICT_SUBJECTS
+        else f"--truth {truth_of(wildcards)}"
+    )
+
+
+def evaluate_summary_inputs(wildcards):
+    """The scores of the subjects with a truth and the truth-free checks of all."""
+    return {
+        "reports": expand(
+            RESULTS / "eval" / wildcards.model / "{subject}.json",
+            subject=SCORED_SUBJECTS,
+        ),
+        "selfchecks": expand(
+            RESULTS / "eval" / wildcards.model / "{subject}.selfcheck.json",
+            subject=RECON_SUBJECTS,
+        ),
+    }
+
+
 def actions_of(subject):
     """The actions of a subject, read from its manifest (ingest is a checkpoint)."""
     manifest = checkpoints.ingest.get(subject=subject).output[0]
@@ -182,7 +224,7 @@ def all_targets(wildcards):
             targets.append(RESULTS / "report" / "training_curves.png")
         targets += expand(
             RESULTS / "report" / "render" / "pixel2isdf" / "{subject}.png",
-            subject=RECON_SUBJECTS,
+            subject=SCORED_SUBJECTS,
         )
     return targets
 

@@ -30,9 +30,7 @@ rule evaluate:
 
 rule evaluate_summary:
     input:
-        expand(
-            RESULTS / "eval" / "{{model}}" / "{subject}.json", subject=RECON_SUBJECTS
-        ),
+        unpack(evaluate_summary_inputs),
     output:
         csv=report(
             RESULTS / "eval" / "{model}" / "metrics.csv",
@@ -59,6 +57,8 @@ rule evaluate_summary:
     params:
         stage=stage_params("evaluate"),
     shell:
-        "python -m pipeline evaluate-summary --params {params.stage:q} --reports {input}"
+        "python -m pipeline evaluate-summary --params {params.stage:q}"
+        " --reports {input.reports} --selfchecks {input.selfchecks}"
+        " --model {wildcards.model}"
         " --csv-output {output.csv} --markdown {output.markdown}"
         " --html-output {output.html} 2> {log}"

@@ -21,9 +21,7 @@ rule reconstruct:
     params:
         stage=stage_params("reconstruct"),
         train_model=json.dumps(config["train"]["model"], sort_keys=True),
-        split=lambda wildcards: (
-            "test" if wildcards.subject in TEST_SUBJECTS else "train"
-        ),
+        split=lambda wildcards: split_of(wildcards.subject),
     shell:
         "python -m pipeline reconstruct --params {params.stage:q}"
         " --checkpoint {input.checkpoint} --train-model {params.train_model:q}"

@@ -22,6 +22,7 @@ from pipeline.cache import build_cache
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
 from pipeline.meshio import read_ply, write_ply
+from pipeline.train import check_training_caches
 from tests.cache_fakes import CLOTHED_R, SMALL, X0, Y0, build, make_subject, offset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,42 @@ def test_index_and_oracle_absent(tmp_path: Path) -> None:
         assert "oracle/normals" not in h5 and "pifu" not in h5
         assert h5.attrs["oracle_normals"].startswith("absent")
         assert h5["images"].compression == "gzip"
+
+
+def test_inputs_only_cache_without_truth(cached: Path, tmp_path: Path) -> None:
+    """A subject without a scan: the same inputs as with one, no targets, no truth read."""
+    paths = make_subject(tmp_path, **SUBJECT)
+    paths["truth"] = None
+    output = tmp_path / "cache" / "p.h5"
+    summary = build_cache(subject="s", output=output, params=dict(SMALL), **paths)
+    assert summary["targets"] is False
+    index = load_index(output)
+    assert not index.has_targets and "data.predict_subjects" in index.targets
+    assert not index.has_oracle_normals and index.pifu_actions == ()
+    with_truth, without = datasets(cached), datasets(output)
+    target_groups = ("sdf/", "surface/", "pifu/", "oracle/")
+    assert not [k for k in without if k.startswith(target_groups)]
+    inputs = [k for k in with_truth if not k.startswith(target_groups)]
+    assert sorted(inputs) == sorted(without)
+    for key in inputs:
+        np.testing.assert_array_equal(without[key], with_truth[key], err_msg=key)
+    with open_cache(output) as h5:
+        assert h5.attrs["targets"] == h5.attrs["pifu_targets"] == index.targets
+        assert not any("truth" in k for k in json.loads(h5.attrs["source_checksums"]))
+
+
+def test_training_on_a_cache_without_targets_is_refused(cached: Path, tmp_path: Path) -> None:
+    paths = make_subject(tmp_path, **SUBJECT)
+    paths["truth"] = None
+    output = tmp_path / "cache" / "p.h5"
+    build_cache(subject="s", output=output, params=dict(SMALL), **paths)
+    check_training_caches([cached], "train")  # a cache with targets passes
+    for train, test in (([output], []), ([cached], [output])):
+        with pytest.raises(PipelineError) as info:
+            check_training_caches(train, "train", test)
+        message = str(info.value)
+        assert "cannot train on subject s" in message and str(output) in message
+        assert "truth/s/canonical_clothed.ply" in message and "predict_subjects" in message
 
 
 def test_version_refusal_and_bad_files(cached: Path, tmp_path: Path) -> None:

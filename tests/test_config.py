@@ -63,6 +63,9 @@ def test_defaults_fill_an_empty_config():
         ({"synthesize": {"n_views": 2.5}}, "synthesize.n_views: 2.5 is not of type 'integer'"),
         ({"data": {"subjects": ["a/b"]}}, "data.subjects.0: 'a/b' does not match"),
         ({"data": {"test_subjects": ["zz"]}}, "data.test_subjects: ['zz'] not in data.subjects"),
+        ({"data": {"predict_subjects": ["zz"]}},
+         "data.predict_subjects: ['zz'] not in data.subjects"),
+        ({"data": {"predict_subjects": ["s003"]}}, "['s003'] in both data.test_subjects"),
     ],
 )
 def test_bad_config_names_the_key(bad, expected):

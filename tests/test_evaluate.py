@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import selfcheck
 from pipeline.errors import PipelineError
 from pipeline.evaluate import mean_metrics, run, summarize
 from pipeline.meshio import write_ply
@@ -126,6 +127,36 @@ def test_summary_tables_per_split(subject, tmp_path: Path) -> None:
     assert "t2 (test, 4 views)" in text and "| pixel2isdf (no surface) |" in text
     page = (out / "summary.html").read_text()
     assert page.count("<table>") == 5 and "<td>baseline: truth naked body</td>" in page
+
+
+def test_summary_lists_a_subject_without_truth(subject, tmp_path: Path) -> None:
+    """The truth-free checks of every subject; "no truth" where there is no scan to score."""
+    _, scored = _evaluate(subject, tmp_path, "t1", CLOTHED_R - 0.01, "test")
+    checks = []
+    for name, split in (("t1", "test"), ("p1", "predict")):
+        paths = _recon(tmp_path, name, CLOTHED_R - 0.01, split) if name == "p1" else {
+            "mesh": tmp_path / "t1.ply", "recon": tmp_path / "t1.json"}
+        checks.append(tmp_path / f"{name}.selfcheck.json")
+        selfcheck.run(**paths, cache=subject["cache"], output=checks[-1],
+                      reposed=tmp_path / "reposed" / name)
+    out = tmp_path / "summary"
+    summarize(reports=[scored], selfchecks=checks, model="pixel2isdf",
+              csv_output=out / "metrics.csv", markdown=out / "summary.md",
+              html_output=out / "summary.html", params={})
+    text = (out / "summary.md").read_text()
+    chamfer = json.loads(scored.read_text())["metrics"]["model"]["chamfer_cm"]
+    iou = json.loads(checks[1].read_text())["iou_mean"]
+    assert f"| p1 | predict | {iou:.3f} |" in text and text.count("no truth |") == 1
+    assert f"{chamfer:.3f} |" in text.split("Quality without truth")[1].split("| p1 |")[0]
+    assert "p1" not in (out / "metrics.csv").read_text()
+
+    summarize(selfchecks=checks[1:], model="pixel2isdf", csv_output=out / "only.csv",
+              markdown=out / "only.md", html_output=out / "only.html", params={})
+    assert "| p1 | predict |" in (out / "only.md").read_text()
+    assert len((out / "only.csv").read_text().splitlines()) == 1  # the header: no scores
+    with pytest.raises(PipelineError, match="models"):
+        summarize(reports=[scored], selfchecks=checks, model="pifu", csv_output=out / "x.csv",
+                  markdown=out / "x.md", html_output=out / "x.html", params={})
 
 
 def test_summary_refuses_a_foreign_json(tmp_path: Path) -> None:

@@ -187,6 +187,28 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     refused = run_snakemake(tmp_path, "--cores", "1", "-n", check=False)
     assert refused.returncode != 0 and "latent_dim: checkpoint" in refused.stdout + refused.stderr
 
+    # The same subject as one without a scan (data.predict_subjects), with the checkpoint
+    # given: its cache is rebuilt without targets, its mesh is checked without truth and the
+    # summary lists it as "no truth"; nothing trains and nothing reads its truth.
+    config = _synthetic_config()
+    config["train"]["checkpoint"] = str(given)
+    config["data"]["predict_subjects"] = ["s000"]
+    write_config(tmp_path, config)
+    assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
+        "cache": 1, "reconstruct": 1, "selfcheck": 1, "evaluate_summary": 1, "all": 1}
+    run_snakemake(tmp_path, "--cores", "2")
+    with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
+        assert "sdf" not in cache and "predict_subjects" in cache.attrs["targets"]
+    recon = json.loads((tmp_path / "results/syn/recon/pixel2isdf/s000.json").read_text())
+    assert recon["split"] == "predict"
+    summary_md = (tmp_path / "results/syn/eval/pixel2isdf/summary.md").read_text()
+    assert "| s000 | predict |" in summary_md and "no truth |" in summary_md
+    assert "## train subjects" not in summary_md
+    config["train"]["checkpoint"] = None
+    write_config(tmp_path, config)
+    refused = run_snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert refused.returncode != 0 and "data.predict_subjects" in refused.stdout + refused.stderr
+
     # An ingest parameter changes: ingest and what follows rerun, the synthesis does not.
     write_config(tmp_path, _synthetic_config(min_side=48))
     planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n"))
