@@ -67,6 +67,8 @@ STAGES: dict[str, Stage] = {
                       "score a reconstruction and both body baselines against the truth"),
     "selfcheck": Stage("pipeline.selfcheck:run", None,
                        "a reconstruction against its own inputs: reposed, reprojected, health"),
+    "export": Stage("pipeline.export:run", "fit",
+                    "a reconstruction as a skinned glTF avatar (.glb) on the fitted body's bones"),
     "evaluate-summary": Stage("pipeline.evaluate:summarize", "evaluate",
                               "gather the subjects' scores into metrics.csv and tables"),
     "reconstruct-pifu": Stage("pipeline.pifu:reconstruct", "pifu.reconstruct",

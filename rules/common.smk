@@ -212,6 +212,9 @@ def all_targets(wildcards):
             RESULTS / "eval" / "pixel2isdf" / "{subject}.selfcheck.json",
             subject=RECON_SUBJECTS,
         )
+        targets += expand(
+            RESULTS / "recon" / "pixel2isdf" / "{subject}.glb", subject=RECON_SUBJECTS
+        )
     if STOP_AFTER >= STAGE_ORDER.index("cache") and config["pifu"]["enabled"]:
         targets.append(RESULTS / "eval" / "pifu" / "table2.csv")  # its own branch
         targets += expand(

@@ -22,3 +22,4 @@ rule selfcheck:
         "python -m pipeline selfcheck --mesh {input.mesh} --recon {input.recon}"
         " --cache {input.cache} --output {output.report} --reposed {output.reposed}"
         " 2> {log}"
+

@@ -7,6 +7,7 @@ import re
 
 import h5py
 import numpy as np
+import pygltflib
 import pytest
 
 from tests.conftest import run_snakemake, tiny_config, write_config
@@ -142,6 +143,8 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert "## train subjects: mean over 1 (s000)" in summary_md
     for figure in ("render/pixel2isdf/s000.png", "training_curves.png"):
         assert (tmp_path / "results/syn/report" / figure).stat().st_size > 0
+    avatar = pygltflib.GLTF2().load(str(tmp_path / "results/syn/recon/pixel2isdf/s000.glb"))
+    assert len(avatar.skins[0].joints) == len(avatar.nodes) - 2  # the bones, root, mesh
 
     # The HTML report gathers the metrics, renders, curves and overlays.
     run_snakemake(tmp_path, "--report", "report.html")
@@ -156,7 +159,7 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
         "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1, "render_recon": 1,
-        "selfcheck": 1, "training_curves": 1, "all": 1}
+        "selfcheck": 1, "export_avatar": 1, "training_curves": 1, "all": 1}
 
     # A training parameter changes: only Pixel2ISDF retrains.
     config = _synthetic_config()
@@ -164,7 +167,7 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "train": 1, "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1,
-        "render_recon": 1, "selfcheck": 1, "training_curves": 1, "all": 1}
+        "render_recon": 1, "selfcheck": 1, "export_avatar": 1, "training_curves": 1, "all": 1}
 
     # An evaluation parameter changes: only the scores and their summary.
     config = _synthetic_config()
@@ -195,7 +198,8 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     config["data"]["predict_subjects"] = ["s000"]
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "cache": 1, "reconstruct": 1, "selfcheck": 1, "evaluate_summary": 1, "all": 1}
+        "cache": 1, "reconstruct": 1, "selfcheck": 1, "export_avatar": 1,
+        "evaluate_summary": 1, "all": 1}
     run_snakemake(tmp_path, "--cores", "2")
     with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
         assert "sdf" not in cache and "predict_subjects" in cache.attrs["targets"]

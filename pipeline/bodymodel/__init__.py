@@ -50,6 +50,17 @@ class CanonicalBody:
     keypoints: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Skeleton:
+    """The bones of a body in its canonical pose: ``parents`` (B,) int, the parent bone of
+    each (-1 for a root), and ``bind`` (B, 4, 4) each bone's frame in the canonical body's
+    frame. A bone moved by ``bone_transforms[b]`` (canonical → posed) has the posed frame
+    ``bone_transforms[b] @ bind[b]``."""
+
+    parents: np.ndarray
+    bind: np.ndarray
+
+
 class BodyModel(Protocol):
     """What the fitting stage needs from a body model (see the module docstring)."""
 
@@ -79,6 +90,9 @@ class BodyModel(Protocol):
 
     def shape_summary(self, shape: torch.Tensor) -> dict[str, Any]:
         """The shape in human-readable form for the fit's JSON report."""
+
+    def skeleton(self, shape: torch.Tensor) -> Skeleton:
+        """The bone hierarchy and canonical bone frames of ``shape`` (an avatar's rig)."""
 
 
 REGISTRY: Mapping[str, str] = {

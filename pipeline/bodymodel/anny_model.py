@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.bodymodel import BodyOutput, CanonicalBody, axis_angle_to_matrix, rigid
+from pipeline.bodymodel import (
+    BodyOutput,
+    CanonicalBody,
+    Skeleton,
+    axis_angle_to_matrix,
+    rigid,
+)
 from pipeline.errors import PipelineError
 from pipeline.skeleton import COCO17
 from pipeline.synthesize.body import PHENOTYPE_NAMES, load_body_model
@@ -146,6 +152,15 @@ class AnnyBodyModel:
     def canonical(self, shape: torch.Tensor) -> CanonicalBody:
         vertices = self._bone_poses(shape, torch.zeros(0, len(self.joint_names), 3))["canonical"]
         return CanonicalBody(vertices=vertices, keypoints=self._keypoint_matrix @ vertices)
+
+    def skeleton(self, shape: torch.Tensor) -> Skeleton:
+        """Anny's bone tree and its bones' frames in the canonical pose (lifted like the
+        canonical vertices)."""
+        with torch.no_grad():
+            parts = self._bone_poses(shape, torch.zeros(0, len(self.joint_names), 3))
+            bind = rigid(torch.eye(3), parts["lift"]) @ parts["canon_bones"]
+        return Skeleton(parents=np.asarray(self._model.bone_parents, dtype=np.int64),
+                        bind=bind.numpy().astype(np.float64))
 
     def forward(self, shape: torch.Tensor, pose: torch.Tensor, orient: torch.Tensor,
                 transl: torch.Tensor) -> BodyOutput:

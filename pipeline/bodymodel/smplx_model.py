@@ -29,7 +29,13 @@ import numpy as np
 import torch
 
 from pipeline.backends import BackendUnavailable
-from pipeline.bodymodel import BodyOutput, CanonicalBody, axis_angle_to_matrix, rigid
+from pipeline.bodymodel import (
+    BodyOutput,
+    CanonicalBody,
+    Skeleton,
+    axis_angle_to_matrix,
+    rigid,
+)
 from pipeline.errors import PipelineError
 
 INSTALL = 'install it with: pip install -e ".[smplx]"'
@@ -220,6 +226,16 @@ class SmplxBodyModel:
         canon = self._joint_transforms(shape, self._full_pose(self.canonical_pose()[None], zero),
                                        zero)
         return BodyOutput(vertices, keypoints, posed @ _invert_rigid(canon))
+
+    def skeleton(self, shape: torch.Tensor) -> Skeleton:
+        """SMPL-X's kinematic tree and its joints' frames in the star pose (zero orientation
+        and translation): the frames :meth:`forward`'s bone transforms start from."""
+        zero = torch.zeros(1, 3, dtype=shape.dtype)
+        with torch.no_grad():
+            bind = self._joint_transforms(shape, self._full_pose(self.canonical_pose()[None],
+                                                                 zero), zero)[0]
+        return Skeleton(parents=np.asarray(self._parents, dtype=np.int64),
+                        bind=bind.numpy().astype(np.float64))
 
     def canonical(self, shape: torch.Tensor) -> CanonicalBody:
         """Shape (S,) -> the star-posed body: vertices (V, 3), keypoints (17, 3), Y up,

@@ -1,0 +1,164 @@
+"""The reposable avatar (pipeline/export.py): influences, joint hierarchy, and the .glb read
+back and posed as a glTF viewer poses it, against the pipeline's own reposing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pygltflib
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from pipeline import export
+from pipeline.bodymodel import make_body_model
+from pipeline.errors import PipelineError
+from pipeline.meshio import write_ply
+from pipeline.selfcheck import nearest_body_vertex, repose, vertex_transforms
+
+
+def _rigid(rotvec: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
+    out[:3, 3] = translation
+    return out
+
+
+def _matrix(node: pygltflib.Node) -> np.ndarray:
+    return (np.eye(4) if node.matrix is None
+            else np.asarray(node.matrix, dtype=np.float64).reshape(4, 4).T)
+
+
+def viewer_pose(path: Path, posed_world: np.ndarray | None = None) -> np.ndarray:
+    """The skinned mesh of a .glb as a glTF viewer computes it: joint globals down the node
+    tree times the inverse bind matrices, blended by every JOINTS_n/WEIGHTS_n set. With
+    ``posed_world`` (B, 4, 4), the joints are first moved to those global frames (as a user
+    posing the rig would, by setting each node's local transform)."""
+    gltf = pygltflib.GLTF2().load(str(path))
+    skin = gltf.skins[0]
+    joints = skin.joints
+    local = {j: _matrix(gltf.nodes[j]) for j in joints}
+    parent = {c: i for i, node in enumerate(gltf.nodes) for c in (node.children or [])}
+    if posed_world is not None:
+        for b, j in enumerate(joints):
+            p = parent.get(j)
+            above = posed_world[joints.index(p)] if p in joints else np.eye(4)
+            local[j] = np.linalg.inv(above) @ posed_world[b]
+
+    def world(node: int) -> np.ndarray:
+        here = local.get(node, _matrix(gltf.nodes[node]))
+        return here if node not in parent else world(parent[node]) @ here
+
+    ibm = export.read_accessor(gltf, skin.inverseBindMatrices).reshape(-1, 4, 4)
+    ibm = np.transpose(ibm, (0, 2, 1)).astype(np.float64)  # column-major on file
+    skinning = np.stack([world(j) @ ibm[b] for b, j in enumerate(joints)])
+    attributes = gltf.meshes[0].primitives[0].attributes
+    positions = export.read_accessor(gltf, attributes.POSITION).astype(np.float64)
+    out = np.zeros_like(positions)
+    k = 0
+    while getattr(attributes, f"JOINTS_{k}", None) is not None:
+        index = export.read_accessor(gltf, getattr(attributes, f"JOINTS_{k}")).astype(int)
+        weight = export.read_accessor(gltf, getattr(attributes, f"WEIGHTS_{k}"))
+        for c in range(4):
+            m = skinning[index[:, c]]
+            out += weight[:, c:c + 1] * (np.einsum("vij,vj->vi", m[:, :3, :3], positions)
+                                         + m[:, :3, 3])
+        k += 1
+    return out
+
+
+def test_influence_sets_keep_every_weight_and_sum_to_one() -> None:
+    weights = np.zeros((3, 10))
+    weights[0, [1, 3, 5, 7, 8, 9]] = [0.1, 0.3, 0.2, 0.1, 0.2, 0.1]
+    weights[1, 2] = 2.0
+    weights[2, [0, 4]] = [0.25, 0.75]
+    joints, values = export.influence_sets(weights)
+    assert joints.shape == values.shape == (3, 8)  # 6 influences → two sets of four
+    assert joints.dtype == np.uint16 and values.dtype == np.float32
+    np.testing.assert_allclose(values.sum(1), 1.0, atol=1e-6)
+    dense = np.zeros_like(weights)
+    np.add.at(dense, (np.repeat(np.arange(3), 8), joints.ravel()), values.ravel())
+    np.testing.assert_allclose(dense, weights / weights.sum(1, keepdims=True), atol=1e-6)
+    assert joints[0, 0] == 3 and values[2, 0] == pytest.approx(0.75)
+    with pytest.raises(PipelineError, match="no skinning weight"):
+        export.influence_sets(np.zeros((1, 3)))
+
+
+def test_local_matrices_compose_back_to_the_globals() -> None:
+    rng = np.random.default_rng(0)
+    parents = np.array([-1, 0, 1, 1, 0])
+    world = np.stack([_rigid(rng.normal(size=3), rng.normal(size=3)) for _ in parents])
+    local = export.local_matrices(parents, world)
+    for b, p in enumerate(parents):
+        composed = local[b] if p < 0 else world[p] @ local[b]
+        np.testing.assert_allclose(composed, world[b], atol=1e-12)
+
+
+@pytest.mark.parametrize("z_up", [True, False])
+def test_glb_round_trip_rest_and_posed(tmp_path: Path, z_up: bool) -> None:
+    """A three-bone chain: the file's joints, names and hierarchy; at rest the viewer shows
+    the canonical mesh (turned to Y up); posed by the fit's bone transforms it shows the
+    pipeline's reposed mesh."""
+    rng = np.random.default_rng(1)
+    parents = np.array([-1, 0, 1])
+    bind = np.stack([_rigid(np.zeros(3), [0.0, 0.0, z]) for z in (0.0, 0.5, 1.0)])
+    body = np.column_stack([rng.uniform(-0.2, 0.2, (60, 2)), np.linspace(0, 1.4, 60)])
+    raw = np.exp(-((body[:, 2:3] - np.array([0.2, 0.7, 1.2])) / 0.25) ** 2)
+    body_weights = raw / raw.sum(1, keepdims=True)
+    vertices = body + rng.normal(scale=0.01, size=body.shape)
+    faces = np.array([[0, 1, 2], [2, 3, 4]])
+    weights = export.vertex_weights(vertices, body, body_weights)
+    gltf = export.avatar_gltf(vertices, faces, weights, ["hips", "spine", "head"], parents,
+                              bind, z_up=z_up)
+    path = tmp_path / "avatar.glb"
+    gltf.save_binary(str(path))
+
+    loaded = pygltflib.GLTF2().load(str(path))
+    names = [loaded.nodes[j].name for j in loaded.skins[0].joints]
+    assert names == ["hips", "spine", "head"]
+    assert loaded.nodes[0].children == [1] and loaded.nodes[1].children == [2]
+    turn = export.Z_UP_TO_Y_UP if z_up else np.eye(4)
+    expected_rest = vertices @ turn[:3, :3].T
+    np.testing.assert_allclose(viewer_pose(path), expected_rest, atol=1e-5)
+
+    bones = np.stack([np.stack([_rigid(rng.normal(scale=0.4, size=3), rng.normal(size=3))
+                                for _ in parents])])  # (A=1, B, 4, 4) canonical → posed
+    pipeline = repose(vertices, nearest_body_vertex(vertices, body),
+                      vertex_transforms(body_weights, bones))[0]
+    posed_world = turn @ bones[0] @ bind  # the joints' posed frames, in the file's frame
+    np.testing.assert_allclose(viewer_pose(path, posed_world), pipeline @ turn[:3, :3].T,
+                               atol=1e-5)
+
+
+def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
+    """The stage on a real Anny body: its own canonical body exported and posed in the file
+    by the fit's bone transforms lands on the fit's posed body."""
+    model = make_body_model("anny")
+    shape = torch.zeros(model.shape_size)
+    canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
+    pose = model.neutral_pose()[None]
+    out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]), torch.tensor([[0.1, 0, 0]]))
+    fit = tmp_path / "s.npz"
+    np.savez(fit, body_model=np.array("anny"), bone_names=np.array(model.bone_names),
+             shape=shape.numpy(), canonical_vertices=canonical.astype(np.float32),
+             skinning_weights=model.skinning_weights)
+    mesh, recon = tmp_path / "s.ply", tmp_path / "s.json"
+    write_ply(mesh, canonical, model.faces)
+    recon.write_text(json.dumps({"subject": "s", "surface": True}))
+    summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "s.glb",
+                         params={"body_model": "anny"})
+    assert summary["joints"] == len(model.bone_names) and summary["influence_sets"] >= 2
+    skeleton = model.skeleton(shape)
+    posed_world = (export.Z_UP_TO_Y_UP @ out.bone_transforms[0].detach().numpy().astype(
+        np.float64) @ skeleton.bind)
+    posed = viewer_pose(tmp_path / "s.glb", posed_world) @ export.Z_UP_TO_Y_UP[:3, :3]
+    expected = out.vertices[0].detach().numpy()
+    assert np.abs(posed - expected).max() < 1e-4  # float32 file, metres
+
+    recon.write_text(json.dumps({"subject": "s", "surface": False}))
+    with pytest.raises(PipelineError, match="no surface"):
+        export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "t.glb",
+                   params={"body_model": "anny"})
+    assert not (tmp_path / "t.glb").exists()
