@@ -31,14 +31,33 @@ _EDGES = [("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
 _INDEX = {name: i for i, name in enumerate(COCO17)}
 
 
+MATTE_COLOUR = (40, 230, 60)
+
+
+def paint_outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int],
+                  width: int = 2) -> np.ndarray:
+    """``image`` (S, S, 3) uint8 with the ``width``-pixel inner outline of the (S, S) bool
+    ``mask`` painted in ``colour`` (in place; returned)."""
+    edge = mask & ~ndimage.binary_erosion(mask, iterations=width)
+    image[edge] = colour
+    return image
+
+
+def tile_sheet(tiles: list[Image.Image]) -> np.ndarray:
+    """TILE² tiles, PER_ROW to a row, as one (H, W, 3) uint8 sheet."""
+    rows = (len(tiles) + PER_ROW - 1) // PER_ROW
+    sheet = Image.new("RGB", (PER_ROW * TILE, max(rows, 1) * TILE))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % PER_ROW) * TILE, (i // PER_ROW) * TILE))
+    return np.asarray(sheet)
+
+
 def draw_view(crop_rgb: np.ndarray, alpha: np.ndarray | None, box_in_crop: np.ndarray | None,
               coco17: np.ndarray | None, label: str) -> Image.Image:
     """One annotated crop, resized to TILE² pixels."""
     image = crop_rgb.copy()
     if alpha is not None:
-        fg = alpha > 127
-        edge = fg & ~ndimage.binary_erosion(fg, iterations=2)
-        image[edge] = (40, 230, 60)
+        paint_outline(image, alpha > 127, MATTE_COLOUR)
     tile = Image.fromarray(image).resize((TILE, TILE), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(tile)
     s = TILE / crop_rgb.shape[0]
@@ -73,11 +92,7 @@ def overlay_action(*, crops: Path, masks: Path, keypoints: Path, output: Path) -
         kp = points.get(view, {})
         coco = np.asarray(kp["coco17"]) if kp.get("status") == OK else None
         tiles.append(draw_view(rgb, alpha, box, coco, f"{view} ({detected['backend']})"))
-    rows = (len(tiles) + PER_ROW - 1) // PER_ROW
-    sheet = Image.new("RGB", (PER_ROW * TILE, max(rows, 1) * TILE))
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % PER_ROW) * TILE, (i // PER_ROW) * TILE))
-    save_png(output, np.asarray(sheet))
+    save_png(output, tile_sheet(tiles))
 
 
 def run(*, subject: str, action: str, crops: Path, masks: Path, keypoints: Path,

@@ -24,14 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 import trimesh
+from PIL import Image, ImageDraw
 from scipy.spatial import cKDTree
 
 from models.blocks.projection import project
 from models.cache_io import CAMERA_KEYS, open_cache, read_index
 from pipeline.errors import PipelineError
 from pipeline.fitting.raster import fill_triangles, mask_iou
+from pipeline.imageio import save_png
 from pipeline.io import atomic_directory, read_json, write_json
 from pipeline.meshio import read_ply, write_ply
+from pipeline.overlay import MATTE_COLOUR, TILE, paint_outline, tile_sheet
 from pipeline.sdf import check_watertight
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,15 @@ def silhouette(vertices: np.ndarray, faces: np.ndarray, camera: Mapping[str, np.
 
 def reprojection_iou(vertices: np.ndarray, faces: np.ndarray, cameras: Mapping[str, np.ndarray],
                      mattes: np.ndarray) -> np.ndarray:
-    """IoU per view of the mesh's silhouette and the matte (alpha ≥ 0.5).
+    """IoU per view of the mesh's silhouette and the matte (alpha ≥ 0.5): the IoUs of
+    :func:`reprojection`."""
+    return reprojection(vertices, faces, cameras, mattes)[0]
+
+
+def reprojection(vertices: np.ndarray, faces: np.ndarray, cameras: Mapping[str, np.ndarray],
+                 mattes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU per view of the mesh's silhouette and the matte (alpha ≥ 0.5), and the
+    silhouettes.
 
     Args:
         vertices: ``(T, V, 3)`` the mesh posed for each view (or ``(V, 3)`` for all).
@@ -85,7 +96,7 @@ def reprojection_iou(vertices: np.ndarray, faces: np.ndarray, cameras: Mapping[s
         mattes: ``(T, S, S)`` uint8 alphas.
 
     Returns:
-        ``(T,)`` float IoU.
+        ``(T,)`` float IoU and ``(T, S, S)`` bool silhouettes.
     """
     mattes = np.asarray(mattes)
     n, size = mattes.shape[0], mattes.shape[-1]
@@ -96,10 +107,31 @@ def reprojection_iou(vertices: np.ndarray, faces: np.ndarray, cameras: Mapping[s
         raise PipelineError(f"reprojection: {len(vertices)} posed meshes, "
                             f"{[len(v) for v in cameras.values()]} cameras, {n} mattes")
     out = np.empty(n)
+    masks = np.zeros((n, size, size), dtype=bool)
     for i in range(n):
-        mask = silhouette(vertices[i], faces, {k: v[i] for k, v in cameras.items()}, size)
-        out[i] = mask_iou(mask, mattes[i] >= 128)
-    return out
+        masks[i] = silhouette(vertices[i], faces, {k: v[i] for k, v in cameras.items()}, size)
+        out[i] = mask_iou(masks[i], mattes[i] >= 128)
+    return out, masks
+
+
+RECON_COLOUR = (255, 40, 200)
+
+
+def overlay_sheets(images: np.ndarray, mattes: np.ndarray, masks: np.ndarray,
+                   labels: list[str], action_index: np.ndarray) -> dict[int, np.ndarray]:
+    """Per action (its row in ``actions``), a sheet of its views: the ``(T, S, S, 3)`` crop
+    with the matte's outline (green) and the reconstruction's silhouette outline (magenta)."""
+    sheets = {}
+    for a in np.unique(action_index):
+        tiles = []
+        for i in np.flatnonzero(action_index == a):
+            image = paint_outline(np.array(images[i]), mattes[i] >= 128, MATTE_COLOUR)
+            paint_outline(image, masks[i], RECON_COLOUR)
+            tile = Image.fromarray(image).resize((TILE, TILE), Image.Resampling.BILINEAR)
+            ImageDraw.Draw(tile).text((4, 4), labels[i], fill=(255, 255, 255))
+            tiles.append(tile)
+        sheets[int(a)] = tile_sheet(tiles)
+    return sheets
 
 
 def mesh_health(vertices: np.ndarray, faces: np.ndarray, body: np.ndarray,
@@ -124,6 +156,14 @@ def mesh_health(vertices: np.ndarray, faces: np.ndarray, body: np.ndarray,
             "body_height_m": float(np.ptp(np.asarray(body)[:, up]))}
 
 
+def _crops(cache: Path) -> np.ndarray:
+    """``(Nv, S, S, 3)`` uint8 crops of every view: before the matte when the cache kept
+    them, else the masked ones."""
+    with open_cache(cache) as handle:
+        name = "unmasked/images" if "unmasked/images" in handle else "images"
+        return np.asarray(handle[name][()])
+
+
 def _read_cache(cache: Path) -> tuple[Any, dict[str, np.ndarray]]:
     with open_cache(cache) as handle:
         index = read_index(handle)
@@ -137,13 +177,15 @@ def _read_cache(cache: Path) -> tuple[Any, dict[str, np.ndarray]]:
     return index, arrays
 
 
-def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path) -> dict[str, Any]:
+def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path,
+        overlays: Path | None = None) -> dict[str, Any]:
     """Check one subject's canonical reconstruction against its own inputs.
 
     Writes the reconstruction reposed into every action as ``reposed/<action>.ply`` and
     ``output`` (JSON): the mesh's health, the reprojection IoU of every view (the mesh's and
     the fitted body's, from the same code) and their means over the views that passed the
-    fit's checks.
+    fit's checks. With ``overlays``, one PNG per action there: each view's crop with the
+    matte's outline (green) and the reconstruction's (magenta).
     """
     start = time.perf_counter()
     summary = read_json(recon)
@@ -162,8 +204,8 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path) ->
             write_ply(tmp / f"{action}.ply", posed[a], faces)
     rows = index.action_index
     cameras = {k[len("camera/"):]: v for k, v in arrays.items() if k.startswith("camera/")}
-    ious = (reprojection_iou(posed[rows], faces, cameras, arrays["alphas"]) if len(faces)
-            else np.zeros(len(rows)))
+    ious, masks = (reprojection(posed[rows], faces, cameras, arrays["alphas"]) if len(faces)
+                   else (np.zeros(len(rows)), np.zeros(arrays["alphas"].shape, dtype=bool)))
     body_ious = reprojection_iou(arrays["posed_vertices"][rows], body_faces, cameras,
                                  arrays["alphas"])
     ok = index.view_ok
@@ -176,6 +218,12 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path) ->
            "body_iou_mean": round(float(body_ious[ok].mean()), 4) if ok.any() else None,
            "views": views, "reposed": [str(reposed / f"{a}.ply") for a in index.actions],
            "seconds": round(time.perf_counter() - start, 3)}
+    if overlays is not None:
+        labels = [f"{v['view']} IoU {v['iou']:.2f} (body {v['body_iou']:.2f})" for v in views]
+        sheets = overlay_sheets(_crops(cache), arrays["alphas"], masks, labels, rows)
+        with atomic_directory(overlays) as tmp:
+            for a, sheet in sheets.items():
+                save_png(tmp / f"{index.actions[a]}.png", sheet)
     write_json(output, out)
     log.info("%s: reprojection IoU %.3f (fitted body %.3f) over %d views, %s", out["subject"],
              out["iou_mean"] or 0.0, out["body_iou_mean"] or 0.0, int(ok.sum()),

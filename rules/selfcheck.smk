@@ -10,6 +10,7 @@ rule selfcheck:
     output:
         report=RESULTS / "eval" / "{model}" / "{subject}.selfcheck.json",
         reposed=directory(RESULTS / "recon" / "{model}" / "reposed" / "{subject}"),
+        overlays=directory(RESULTS / "report" / "selfcheck" / "{model}" / "{subject}"),
     log:
         LOGS / "selfcheck" / "{model}" / "{subject}.log",
     benchmark:
@@ -21,5 +22,5 @@ rule selfcheck:
     shell:
         "python -m pipeline selfcheck --mesh {input.mesh} --recon {input.recon}"
         " --cache {input.cache} --output {output.report} --reposed {output.reposed}"
+        " --overlays {output.overlays}"
         " 2> {log}"
-

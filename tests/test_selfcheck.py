@@ -7,11 +7,16 @@ import math
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from pipeline.overlay import MATTE_COLOUR
 from pipeline.selfcheck import (
+    RECON_COLOUR,
     mesh_health,
     nearest_body_vertex,
+    overlay_sheets,
     repose,
     reprojection_iou,
     vertex_transforms,
@@ -126,7 +131,12 @@ def test_stage_writes_reposed_meshes_and_the_report(tmp_path) -> None:
     (tmp_path / "m.json").write_text(json.dumps({"subject": "s", "split": "test",
                                                  "surface": True}))
     out = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
-              output=tmp_path / "check.json", reposed=tmp_path / "reposed")
+              output=tmp_path / "check.json", reposed=tmp_path / "reposed",
+              overlays=tmp_path / "overlays")
+    for action in ("act00", "act01"):  # one sheet per action, both outlines drawn
+        sheet = np.asarray(Image.open(tmp_path / "overlays" / f"{action}.png"))
+        for colour in (RECON_COLOUR, MATTE_COLOUR):
+            assert (np.abs(sheet.astype(int) - colour).sum(-1) < 60).any(), (action, colour)
     assert sorted(p.name for p in (tmp_path / "reposed").iterdir()) == ["act00.ply",
                                                                          "act01.ply"]
     np.testing.assert_allclose(read_ply(tmp_path / "reposed" / "act01.ply").vertices, v,
@@ -138,3 +148,19 @@ def test_stage_writes_reposed_meshes_and_the_report(tmp_path) -> None:
     empty = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
                 output=tmp_path / "check.json", reposed=tmp_path / "reposed")
     assert empty["health"]["surface"] is False and empty["iou_mean"] == 0.0
+
+
+def test_overlay_outlines_follow_the_masks() -> None:
+    """The magenta outline lies on the silhouette's border, the green on the matte's."""
+    size = 256  # the tile size: no resampling
+    mask = np.zeros((1, size, size), dtype=bool)
+    mask[0, 60:200, 80:150] = True
+    matte = np.zeros((1, size, size), dtype=np.uint8)
+    matte[0, 100:180, 40:120] = 255
+    sheet = overlay_sheets(np.zeros((1, size, size, 3), np.uint8), matte, mask, [""],
+                           np.array([0]))[0][:size, :size]
+    magenta = (sheet == RECON_COLOUR).all(-1)
+    green = (sheet == MATTE_COLOUR).all(-1)
+    inner = mask[0] & ~ndimage.binary_erosion(mask[0], iterations=2)
+    assert magenta.any() and not (magenta & ~inner).any()
+    assert green.any() and not (green & ~(matte[0] > 0)).any()
