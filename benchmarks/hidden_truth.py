@@ -1,0 +1,164 @@
+"""A subject reconstructed with its scan hidden: the "own photos" path, measured.
+
+Each case copies some of the subject's photos (no ``truth/``) into a data set of its own and
+runs the whole workflow on it with one ``snakemake`` command, the subject in
+``data.predict_subjects`` and the demo's trained checkpoint given by path
+(``train.checkpoint``): the path a studio takes with a new actor. Afterwards, and only here,
+the mesh is scored against the hidden truth.
+
+    .venv/bin/python benchmarks/hidden_truth.py                 # after `make demo`
+    .venv/bin/python benchmarks/hidden_truth.py --cases all one_photo
+
+Cases: ``all`` (every photo: 4 actions x 8 views, as in the demo), ``four_views`` (4 views of
+the first action), ``one_photo`` (1 calibrated photo of 1 action) and ``one_photo_weak``
+(the same photo without its camera: ``fit.camera: weak_perspective``). For ``all`` the mesh
+is also compared with the demo's own mesh of the subject (made with the truth present).
+
+Prints, per case: views, Chamfer against the hidden truth beside the fitted naked body's,
+reprojection IoU beside the fitted body's, wall time of the snakemake run, and the seconds
+per stage from the rules' benchmark files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline import evaluate
+from pipeline.config import load_config, stage_params
+from pipeline.meshio import read_ply
+
+CASES = {
+    # name: (actions kept (None: all), views kept per action (None: all), calibrated)
+    "all": (None, None, True),
+    "four_views": (1, ["cam0", "cam2", "cam4", "cam6"], True),
+    "one_photo": (1, ["cam0"], True),
+    "one_photo_weak": (1, ["cam0"], False),
+}
+
+
+def copy_photos(source: Path, target: Path, n_actions: int | None, views: list[str] | None,
+                calibrated: bool) -> int:
+    """Copy a subject's photos (and cameras.json when ``calibrated``); return the count."""
+    count = 0
+    for action in sorted(p for p in source.iterdir() if p.is_dir())[:n_actions]:
+        (target / action.name).mkdir(parents=True, exist_ok=True)
+        for photo in sorted(action.glob("*.jpg")):
+            if views is None or photo.stem in views:
+                shutil.copy2(photo, target / action.name / photo.name)
+                count += 1
+        if calibrated:
+            cameras = json.loads((action / "cameras.json").read_text())
+            if views is not None:
+                cameras = {**cameras, "views": {k: v for k, v in cameras["views"].items()
+                                                if k in views}}
+            (target / action.name / "cameras.json").write_text(json.dumps(cameras, indent=1))
+    return count
+
+
+def compare_meshes(ours: Path, theirs: Path) -> str:
+    """Whether two mesh files are byte-equal, else how far apart their vertices are."""
+    if ours.read_bytes() == theirs.read_bytes():
+        return "byte-equal to the demo's mesh (truth present)"
+    a, b = np.asarray(read_ply(ours).vertices), np.asarray(read_ply(theirs).vertices)
+    if a.shape != b.shape:
+        return f"differs from the demo's mesh: {len(a)} vs {len(b)} vertices"
+    return f"differs from the demo's mesh: max vertex shift {np.abs(a - b).max():.2e} m"
+
+
+def stage_seconds(results: Path) -> dict[str, float]:
+    """Seconds per rule, summed over its jobs, from the benchmark files."""
+    out: dict[str, float] = defaultdict(float)
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        rule = tsv.relative_to(results / "benchmarks").parts[0]
+        lines = tsv.read_text().splitlines()
+        out[rule] += float(lines[1].split("\t")[0])
+    return dict(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"))
+    parser.add_argument("--subject", default=None, help="default: the first test subject")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--out", type=Path, default=Path("results/hidden_truth"))
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    subject = args.subject or config["data"]["test_subjects"][0]
+    demo = Path(config["results"]) / config["data"]["dataset"]
+    data = Path(config["data"]["root"]) / config["data"]["dataset"]
+    truth = data / "truth" / subject
+    checkpoint = demo / "train" / "pixel2isdf" / "checkpoint.pt"
+    if not checkpoint.is_file():
+        sys.exit(f"{checkpoint} is missing: run `make demo` first")
+    rows = []
+    for case in args.cases:
+        n_actions, views, calibrated = CASES[case]
+        root = (args.out / "data").resolve()
+        shutil.rmtree(root / case, ignore_errors=True)
+        shutil.rmtree(args.out / "results" / case, ignore_errors=True)
+        n_photos = copy_photos(data / subject, root / case / subject, n_actions, views,
+                               calibrated)
+        overlay = {
+            "results": str(args.out / "results"),
+            "data": {"root": str(root), "dataset": case, "subjects": [subject],
+                     "test_subjects": [], "predict_subjects": [subject]},
+            "synthesize": {"enabled": False},
+            "ingest": {"min_views": 1},
+            "fit": {"camera": "calibrated" if calibrated else "weak_perspective",
+                    "min_views": 1},
+            "train": {"checkpoint": str(checkpoint.resolve())},
+            "reconstruct": {"subjects": "test"},
+            "pifu": {"enabled": False},
+        }
+        overlay_file = args.out / f"{case}.yaml"
+        overlay_file.parent.mkdir(parents=True, exist_ok=True)
+        overlay_file.write_text(yaml.safe_dump(overlay, sort_keys=False))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores),
+                        "--configfile", str(args.config), str(overlay_file), "--quiet", "all"],
+                       check=True)
+        wall = time.perf_counter() - start
+        results = args.out / "results" / case
+        recon = results / "recon" / "pixel2isdf"
+        scores = evaluate.run(mesh=recon / f"{subject}.ply", recon=recon / f"{subject}.json",
+                              truth=truth / "canonical_clothed.ply",
+                              truth_body=truth / "canonical_body.ply",
+                              cache=results / "cache" / f"{subject}.h5",
+                              output=args.out / f"{case}_eval.json",
+                              params=stage_params(config, "evaluate"))
+        check = json.loads((results / "eval" / "pixel2isdf" / f"{subject}.selfcheck.json")
+                           .read_text())
+        same = ""
+        if case == "all":
+            ours = recon / f"{subject}.ply"
+            theirs = demo / "recon" / "pixel2isdf" / f"{subject}.ply"
+            same = compare_meshes(ours, theirs)
+        rows.append((case, n_photos, scores["metrics"], check, wall, stage_seconds(results), same))
+
+    print(f"\nSubject {subject}, truth hidden from the run, checkpoint {checkpoint}\n")
+    print("| case | photos | Chamfer cm | fitted body Chamfer cm | reprojection IoU | "
+          "fitted body IoU | closed | snakemake wall s |\n|---|---|---|---|---|---|---|---|")
+    for case, n, metrics, check, wall, _, _ in rows:
+        print(f"| {case} | {n} | {metrics['model']['chamfer_cm']:.2f} | "
+              f"{metrics['fitted_body']['chamfer_cm']:.2f} | {check['iou_mean']:.3f} | "
+              f"{check['body_iou_mean']:.3f} | {check['health']['watertight']} | {wall:.0f} |")
+    print("\nSeconds per stage (sum over its jobs, from results/<case>/benchmarks):\n")
+    for case, *_, seconds, same in rows:
+        print(f"- {case}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(seconds.items())))
+        if same:
+            print(f"  mesh: {same}")
+
+
+if __name__ == "__main__":
+    main()
