@@ -49,7 +49,8 @@ PIXEL2ISDF_CHECKPOINT = (
     GIVEN_CHECKPOINT or RESULTS / "train" / "pixel2isdf" / "checkpoint.pt"
 )
 NORMAL_CHECKPOINT = GIVEN_NORMAL or RESULTS / "train" / "normal_net" / "checkpoint.pt"
-if GIVEN_CHECKPOINT or GIVEN_NORMAL:
+GIVEN_PIFU = {k: v for k, v in config["pifu"]["checkpoints"].items() if v}
+if GIVEN_CHECKPOINT or GIVEN_NORMAL or GIVEN_PIFU:
     check_given_checkpoints(config)  # before any work: kind and model settings
 
 if (
@@ -85,6 +86,12 @@ PIFU_MODELS = config["pifu"]["models"]
 ABLATION = config["ablation"]
 ABLATION_STEPS = ABLATION["steps"] or config["train"]["run"]["steps"]
 VIEWS_STUDY = config["views_study"]
+
+
+def pifu_checkpoint(wildcards):
+    """A PIFu model's checkpoint: given by path (pifu.checkpoints), or trained here."""
+    model = wildcards.pifu_model
+    return GIVEN_PIFU.get(model) or RESULTS / "train" / model / "checkpoint.pt"
 
 
 def section_of(section):

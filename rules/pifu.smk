@@ -30,7 +30,7 @@ rule train_pifu:
 
 rule reconstruct_pifu:
     input:
-        checkpoint=RESULTS / "train" / "{pifu_model}" / "checkpoint.pt",
+        checkpoint=pifu_checkpoint,
         cache=RESULTS / "cache" / "{subject}.h5",
     output:
         directory(RESULTS / "recon" / "{pifu_model}" / "{subject}"),
@@ -54,7 +54,7 @@ rule reconstruct_pifu:
 
 rule evaluate_pifu:
     input:
-        checkpoint=RESULTS / "train" / "{pifu_model}" / "checkpoint.pt",
+        checkpoint=pifu_checkpoint,
         caches=expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
         recons=expand(
             RESULTS / "recon" / "{{pifu_model}}" / "{subject}", subject=TEST_SUBJECTS

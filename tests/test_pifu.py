@@ -19,6 +19,7 @@ from pipeline.pifu import evaluate, reconstruct, table
 from pipeline.report import clip
 from pipeline.train import run_pifu
 from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.given import check_given_checkpoints
 from tests.cache_fakes import CLOTHED_R, build, offset
 
 TINY = {"enabled": True,
@@ -73,6 +74,21 @@ def test_a_checkpoint_of_the_other_model_is_refused(trained, tmp_path: Path) -> 
                     cache=trained["caches"][1], output=tmp_path / "r",
                     params=pifu_params("reconstruct"))
     assert not (tmp_path / "r").exists()
+
+
+def test_checkpoints_given_by_path_are_checked(trained) -> None:
+    """pifu.checkpoints: the right kind and the config's model settings pass; another
+    model's file, or other sizes, are refused naming the file and each differing key."""
+    given = {"pifu": str(trained["pifu"]), "temporal_pifu": str(trained["temporal_pifu"])}
+    check_given_checkpoints(validate_config({"pifu": {**TINY, "checkpoints": given}}))
+    swapped = {"pifu": str(trained["temporal_pifu"])}
+    with pytest.raises(PipelineError, match="holds a 'temporal_pifu' model, expected 'pifu'"):
+        check_given_checkpoints(validate_config({"pifu": {**TINY, "checkpoints": swapped}}))
+    wider = {**TINY, "checkpoints": {"pifu": str(trained["pifu"])},
+             "train": {**TINY["train"], "model": {**TINY["train"]["model"], "channels": 12}}}
+    with pytest.raises(PipelineError, match=r"other pifu\.train\.model settings \(channels: "
+                                            r"checkpoint 8, config 12\).*pifu\.checkpoints\.pifu"):
+        check_given_checkpoints(validate_config({"pifu": wider}))
 
 
 def _recon(trained, model: str, out: Path) -> dict:

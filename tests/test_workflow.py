@@ -255,6 +255,17 @@ def test_pifu_branch_end_to_end(tmp_path):
     assert (results / "report/render/pifu/s001.png").stat().st_size > 0
     assert not (results / "train/pixel2isdf").exists()  # stop_after: cache
 
+    # Both models given by path (pifu.checkpoints): no training job, the meshes redone.
+    given = {}
+    for model in ("pifu", "temporal_pifu"):
+        given[model] = str(tmp_path / f"{model}_given.pt")
+        (tmp_path / f"{model}_given.pt").write_bytes(
+            (results / f"train/{model}/checkpoint.pt").read_bytes())
+    config["pifu"]["checkpoints"] = given
+    write_config(tmp_path, config)
+    planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n"))
+    assert "train_pifu" not in planned and planned["reconstruct_pifu"] == 2
+
 
 def test_ablation_and_views_study_share_the_main_stages(tmp_path):
     """Both experiments on the tiny chain: after the main run, they plan only their own jobs

@@ -1,4 +1,5 @@
-"""Checkpoints trained elsewhere (``train.checkpoint``, ``train_normal.checkpoint``).
+"""Checkpoints trained elsewhere (``train.checkpoint``, ``train_normal.checkpoint``,
+``pifu.checkpoints``).
 
 A checkpoint given by path replaces the training rule, so it is checked when the workflow is
 planned, before any job runs: it must load, hold the right kind of network, and have been
@@ -11,9 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from models.pifu.config import PifuConfig
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig, from_mapping
 from pipeline.errors import PipelineError
 from pipeline.training.checkpoint import load_checkpoint, model_config
+
+PIFU_KINDS = ("pifu", "temporal_pifu")
 
 
 def differing_keys(cls: type, found: Mapping[str, Any], expected: Mapping[str, Any],
@@ -32,26 +36,32 @@ def differing_keys(cls: type, found: Mapping[str, Any], expected: Mapping[str, A
 
 
 def check_given(path: str | Path, kind: str, cls: type, expected: Mapping[str, Any],
-                section: str) -> None:
-    """PipelineError unless ``path`` holds a ``kind`` network trained with ``expected``
-    (the config's ``section``) model settings."""
+                section: str, setting: str) -> None:
+    """PipelineError unless ``path`` (the config's ``setting``) holds a ``kind`` network
+    trained with ``expected`` (the config's ``section``) model settings."""
     path = Path(path)
     data = load_checkpoint(path, kind=kind)
     config = model_config(data, path)
-    found = config.get("model", {}) if kind == "pixel2isdf" else config
+    found = config.get("model", {}) if kind in ("pixel2isdf", *PIFU_KINDS) else config
     differ = differing_keys(cls, found, expected, path, section)
     if differ:
         raise PipelineError(f"checkpoint {path} was trained with other {section} settings "
                             f"({'; '.join(differ)}); set {section} to match it, or leave "
-                            f"{section.rsplit('.', 1)[0]}.checkpoint empty to train here")
+                            f"{setting} empty to train here")
 
 
 def check_given_checkpoints(config: Mapping[str, Any]) -> None:
-    """Check ``train.checkpoint`` and ``train_normal.checkpoint`` when set (a validated
-    config)."""
+    """Check ``train.checkpoint``, ``train_normal.checkpoint`` and ``pifu.checkpoints``
+    when set (a validated config)."""
     if config["train"].get("checkpoint"):
         check_given(config["train"]["checkpoint"], "pixel2isdf", Pixel2ISDFConfig,
-                    config["train"]["model"], "train.model")
+                    config["train"]["model"], "train.model", "train.checkpoint")
     if config["train_normal"].get("checkpoint"):
         check_given(config["train_normal"]["checkpoint"], "normal_net", NormalNetConfig,
-                    config["train_normal"]["model"], "train_normal.model")
+                    config["train_normal"]["model"], "train_normal.model",
+                    "train_normal.checkpoint")
+    for kind, path in config["pifu"]["checkpoints"].items():
+        if path:
+            model = {**config["pifu"]["train"]["model"], "temporal": kind == "temporal_pifu"}
+            check_given(path, kind, PifuConfig, model, "pifu.train.model",
+                        f"pifu.checkpoints.{kind}")
