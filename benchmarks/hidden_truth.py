@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,9 +126,11 @@ def main() -> None:
         overlay_file.parent.mkdir(parents=True, exist_ok=True)
         overlay_file.write_text(yaml.safe_dump(overlay, sort_keys=False))
         start = time.perf_counter()
+        env = {**os.environ,  # the rules' `python` is this interpreter
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores),
                         "--configfile", str(args.config), str(overlay_file), "--quiet", "all"],
-                       check=True)
+                       check=True, env=env)
         wall = time.perf_counter() - start
         results = args.out / "results" / case
         recon = results / "recon" / "pixel2isdf"

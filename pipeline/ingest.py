@@ -157,7 +157,9 @@ def ingest_subject(
         for name, a in actions.items() if len(a["views"]) < params.min_views
     ]
     if short:
-        raise PipelineError(f"subject {subject}: too few usable views\n" + "\n".join(short))
+        raise PipelineError(f"subject {subject}: too few usable views (lower ingest.min_views, "
+                            "down to 1, to accept fewer photos per action)\n"
+                            + "\n".join(short))
 
     manifest = {
         "schema": MANIFEST_SCHEMA,

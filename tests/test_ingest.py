@@ -122,9 +122,10 @@ def test_too_few_views_fails_clearly(subject_dir, tmp_path):
     _zero_bytes(subject_dir / "act01" / "cam0.jpg")
     _zero_bytes(subject_dir / "act01" / "cam1.jpg")
     params = IngestParams(min_views=2, on_bad_image="skip")
-    with pytest.raises(PipelineError, match=r"act01: 1 usable view\(s\) < min_views 2"):
+    with pytest.raises(PipelineError, match=r"act01: 1 usable view\(s\) < min_views 2") as info:
         ingest_subject(data_dir=subject_dir, subject="s0", output=tmp_path / "m.json",
                        params=params)
+    assert "lower ingest.min_views" in str(info.value)  # the setting to change
 
 
 def test_duplicate_view_names(subject_dir, tmp_path):

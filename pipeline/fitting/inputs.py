@@ -112,7 +112,9 @@ def load_action(subject: str, action: str, crops: Path, masks: Path,
         views.append(ViewInput(view, Path(crops) / f"{view}.png", kp, alpha,
                                _camera(record, crop_file, view)))
     if not views:
-        raise PipelineError(f"{crop_file}: no view of {subject}/{action} has a person")
+        raise PipelineError(f"{crop_file}: no view of {subject}/{action} has a person (the "
+                            "detector found none in any photo); remove the action's folder or "
+                            "add photos where the whole person is visible")
     return ActionInput(action, tuple(views))
 
 

@@ -359,5 +359,5 @@ def _enforce(problem: _Problem, metrics: dict[str, np.ndarray], view_ok: np.ndar
         if view_ok[a].sum() < problem.settings.min_views:
             raise PipelineError(
                 f"{subject.subject}/{action.name}: the fit diverged: only "
-                f"{int(view_ok[a].sum())} views fit (need {problem.settings.min_views}); "
-                "bad views: " + "; ".join(bad))
+                f"{int(view_ok[a].sum())} views fit (need {problem.settings.min_views}, "
+                "fit.min_views); bad views: " + "; ".join(bad))
