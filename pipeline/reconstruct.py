@@ -120,13 +120,20 @@ HULL_SLOPE = 0.1
 around a threshold of 0.5, the order of the network's SDF values near the surface."""
 
 
-def hull_carve_field(views: HullViews, threshold: float) -> Callable[[torch.Tensor],
-                                                                     torch.Tensor]:
+def hull_carve_field(views: HullViews, threshold: float, body: BodySDF | None = None
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x ↦ HULL_SLOPE · (threshold − mean matte)``: positive where fewer of the subject's
     photos show the person at x than ``threshold`` on average. Its max with the network's SDF
     carves away what the photos show as background (a soft visual hull over every input
-    view, each point reposed by its nearest body vertex's skinning)."""
-    return lambda points: HULL_SLOPE * (threshold - hull_features(views, points)[..., 0])
+    view, each point reposed by its nearest body vertex's skinning).
+
+    With ``body`` (the fitted body's signed distance) the field is ``min(carve, d_body)``:
+    the carve never cuts into the fitted body, so a matte with holes (dark trousers against
+    a dark background) cannot cut off a limb the fit placed from keypoints and silhouettes."""
+    def carve(points: torch.Tensor) -> torch.Tensor:
+        values = HULL_SLOPE * (threshold - hull_features(views, points)[..., 0])
+        return values if body is None else torch.minimum(values, body(points))
+    return carve
 
 
 def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str = "test",
@@ -139,10 +146,12 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     expected = None if train_model is None else json.loads(train_model)
     model = load_model(checkpoint, device, expected)
     band = params["body_band"]
+    keep_body = params["hull_carve"] is not None and params["hull_keeps_body"]
     batch, names = subject_batch(cache, params["views"], params["seed"],
                                  model.cfg.input == "oracle_normal", model.cfg.masked_input,
                                  params["view_selection"],
-                                 with_body_sdf=model.cfg.prior == "body" or band is not None,
+                                 with_body_sdf=model.cfg.prior == "body" or band is not None
+                                 or keep_body,
                                  with_hull=model.cfg.hull_feature
                                  or params["hull_carve"] is not None)
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -153,7 +162,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     centre, half = volume.centre[0].cpu().numpy(), float(volume.half[0])
     body = None if band is None else body_band_field(BodySDF.from_batch(batch), band)
     carve = (None if params["hull_carve"] is None
-             else hull_carve_field(HullViews.from_batch(batch), params["hull_carve"]))
+             else hull_carve_field(HullViews.from_batch(batch), params["hull_carve"],
+                                   BodySDF.from_batch(batch) if keep_body else None))
 
     def sdf(points: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -184,7 +194,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
         "views": names, "n_views": len(names), "view_selection": params["view_selection"],
         "actions": sorted({name.split("/")[0] for name in names}),
         "resolution": params["resolution"],
-        "body_band": band, "hull_carve": params["hull_carve"], "prior": model.cfg.prior,
+        "body_band": band, "hull_carve": params["hull_carve"],
+        "hull_keeps_body": keep_body, "prior": model.cfg.prior,
         "queries": grid.queries, "dense_queries": grid.dense_queries,
         "query_reduction": round(grid.dense_queries / grid.queries, 2),
         "seconds": {"encode": round(encode_s, 3), "grid": round(grid_s, 3),

@@ -289,6 +289,19 @@ def test_hull_carve_field_is_positive_where_the_photos_show_background() -> None
                                                               dtype=torch.float64))
 
 
+def test_hull_carve_field_stops_at_the_body() -> None:
+    """With the body's signed distance the field is min(carve, d_body): the body's inside
+    where the photos show the person, the body's distance where it is nearer than the carve
+    (just outside the body), the carve beyond."""
+    from pipeline.reconstruct import HULL_SLOPE, hull_carve_field
+
+    def body(points: torch.Tensor) -> torch.Tensor:  # a ball of radius 0.88 at the origin
+        return points.norm(dim=-1) - 0.88
+
+    got = hull_carve_field(disk_views(), 0.75, body)(DISK_POINTS)[0]
+    torch.testing.assert_close(got, torch.tensor([-0.88, 0.02, HULL_SLOPE * 0.75],
+                                                 dtype=torch.float64))
+
 def test_hull_feature_model_runs_and_trains(subject, tmp_path: Path) -> None:
     from models.data import Pixel2ISDFDataset
 

@@ -130,6 +130,18 @@ def test_hull_carve_only_removes(trained, tmp_path: Path) -> None:
     field is the max of both, positive where the photos show background:
     tests/test_body_prior.py::test_hull_carve_field_is_positive_where_the_photos_show_background."""
     whole, _ = _reconstruct(trained, tmp_path, "whole")
-    carved, verts = _reconstruct(trained, tmp_path, "carved", hull_carve=0.5)
+    carved, verts = _reconstruct(trained, tmp_path, "carved", hull_carve=0.5,
+                                 hull_keeps_body=False)
     assert carved["hull_carve"] == 0.5 and whole["hull_carve"] is None
+    assert not carved["hull_keeps_body"]
     assert whole["surface"] and not carved["surface"] and len(verts) == 0
+
+
+def test_hull_carve_keeps_the_fitted_body(trained, tmp_path: Path) -> None:
+    """With ``hull_keeps_body`` (the default) the same carve, which the fake's photos make
+    total, stops at the fitted body: a surface remains, none of it outside the body (the fake's
+    sphere of radius BODY_R, up to a voxel and the body volume's error)."""
+    carved, verts = _reconstruct(trained, tmp_path, "kept", hull_carve=0.5)
+    assert carved["surface"] and carved["hull_keeps_body"]
+    voxel = 2 * 0.3 * 2.0 / 47
+    assert np.linalg.norm(verts, axis=1).max() <= BODY_R + voxel
