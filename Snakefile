@@ -37,4 +37,7 @@ include: "rules/views_study.smk"
 rule all:
     default_target: True
     input:
-        all_targets,
+        # Listed apart so that every subject's ingest (and synthesis) is planned at once:
+        # all_targets stops at the first subject whose ingest checkpoint is pending.
+        manifests=expand(RESULTS / "manifest" / "{subject}.json", subject=SUBJECTS),
+        outputs=all_targets,
