@@ -160,10 +160,11 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
         volume = model.encode(batch)
     encode_s = time.perf_counter() - t0
     centre, half = volume.centre[0].cpu().numpy(), float(volume.half[0])
-    body = None if band is None else body_band_field(BodySDF.from_batch(batch), band)
+    body_sdf = BodySDF.from_batch(batch) if band is not None or keep_body else None
+    body = None if band is None else body_band_field(body_sdf, band)
     carve = (None if params["hull_carve"] is None
              else hull_carve_field(HullViews.from_batch(batch), params["hull_carve"],
-                                   BodySDF.from_batch(batch) if keep_body else None))
+                                   body_sdf if keep_body else None))
 
     def sdf(points: np.ndarray) -> np.ndarray:
         with torch.no_grad():
