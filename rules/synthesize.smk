@@ -1,5 +1,6 @@
 # The embedded default data set: synthetic clothed humans from the Anny body model.
 # One job per subject; photos, cameras and the truth/ tree (which later stages never read).
+# One thread: the job is single-threaded (1 core busy over the demo's 7 subjects).
 
 
 if SYNTHETIC:
@@ -14,7 +15,7 @@ if SYNTHETIC:
             RESULTS / "benchmarks" / "synthesize" / "{subject}.tsv"
         conda:
             "../envs/synthesize.yaml"
-        threads: 2
+        threads: 1
         resources:
             mem_mb=4000,
         params:
