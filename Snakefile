@@ -32,6 +32,7 @@ include: "rules/report.smk"
 include: "rules/pifu.smk"
 include: "rules/ablation.smk"
 include: "rules/views_study.smk"
+include: "rules/generalisation.smk"
 
 
 rule all:

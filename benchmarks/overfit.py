@@ -100,9 +100,11 @@ def main() -> None:
         params["model"] = {**params["model"], "prior": prior}
         if args.steps:
             params["run"] = {**params["run"], "steps": args.steps}
+        # A capacity check trains to the end: no validation subject chooses a step here.
+        params["run"] = {**params["run"], "keep": "last"}
         out = args.out / prior
         start = time.perf_counter()
-        summary = train.run(train_caches=caches, test_caches=caches[:1], normal=normal,
+        summary = train.run(train_caches=caches, val_caches=[], normal=normal,
                             output=out / "checkpoint.pt", summary=out / "train.json",
                             params=params)
         train_s = time.perf_counter() - start

@@ -58,7 +58,7 @@ def main() -> None:
     summary = json.loads((args.checkpoint.parent / "train.json").read_text())
     params = summary["run"]
     caches = args.checkpoint.parents[2] / "cache"
-    train = {"test": summary["test_subjects"], "train": summary["train_subjects"]}
+    train = {"val": summary["val_subjects"], "train": summary["train_subjects"]}
     torch.manual_seed(summary["seed"])
     untrained = get_model(config["model"], config["normal"])
     trained = get_model(config["model"], config["normal"])

@@ -81,6 +81,9 @@ STAGES: dict[str, Stage] = {
                         "a fit file whose body is the synthetic truth's (oracle_body ablation)"),
     "ablation-table": Stage("pipeline.ablation:table", "ablation",
                             "the ablation table from every variant's evaluations"),
+    "generalisation-table": Stage("pipeline.generalisation:table", "generalisation",
+                                  "the generalisation benchmark's tables (seeds × test "
+                                  "subjects against the fitted body)"),
     "views-table": Stage("pipeline.views_study:table", "views_study",
                          "Chamfer against the number of input views"),
     "render": Stage("pipeline.report:render", "report",

@@ -73,23 +73,39 @@ def validate_config(
     return instance
 
 
-def _check_cross_references(config: dict[str, Any], source: str) -> None:
-    """Rules the schema cannot state: held-out and truth-free subjects must be among the
-    subjects, and a subject is either held out (scored against its truth) or truth-free."""
+SPLITS = ("val_subjects", "test_subjects", "predict_subjects")
+"""The held-out splits of ``data``; the training subjects are the others of ``subjects``."""
+
+
+def check_splits(config: Mapping[str, Any], source: str = "config") -> None:
+    """Rules the schema cannot state: every held-out subject is among the subjects, and the
+    validation, test and truth-free (predict) splits are disjoint.
+
+    Raises:
+        PipelineError: naming the subjects and the two settings.
+    """
     data = config["data"]
-    for key in ("test_subjects", "predict_subjects"):
-        unknown = sorted(set(data[key]) - set(data["subjects"]))
+    for key in SPLITS:
+        unknown = sorted(set(data.get(key, [])) - set(data["subjects"]))
         if unknown:
             raise PipelineError(
                 f"invalid configuration in {source}:\n  - data.{key}: {unknown} "
                 f"not in data.subjects {data['subjects']}"
             )
-    both = sorted(set(data["test_subjects"]) & set(data["predict_subjects"]))
-    if both:
-        raise PipelineError(
-            f"invalid configuration in {source}:\n  - {both} in both data.test_subjects "
-            "(scored against their truth) and data.predict_subjects (no truth); keep each "
-            "in one")
+    for i, first in enumerate(SPLITS):
+        for second in SPLITS[i + 1:]:
+            both = sorted(set(data.get(first, [])) & set(data.get(second, [])))
+            if both:
+                raise PipelineError(
+                    f"invalid configuration in {source}:\n  - {both} in both data.{first} "
+                    f"and data.{second}; the splits are disjoint: keep each subject in one "
+                    "(validation chooses, test is scored and never chooses, predict has no "
+                    "scan)"
+                )
+
+
+def _check_cross_references(config: dict[str, Any], source: str) -> None:
+    check_splits(config, source)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 ``train-pifu`` (PIFu or Temporal PIFu).
 
 Both read the per-subject caches (``cache/<subject>.h5``): the training subjects' for the
-draws, the test subjects' for the validation loss. The loop, checkpoints, resume, DDP and
-logging are :mod:`pipeline.training.trainer`'s; the methods are in
+draws, the validation subjects' (``data.val_subjects``) for the validation metrics that choose
+the checkpoint kept (``run.keep: best``). The test subjects are never read: every stage refuses
+a cache of a subject named in ``held_out`` (the rules pass ``data.test_subjects``). The loop,
+checkpoints, resume, DDP and logging are :mod:`pipeline.training.trainer`'s; the methods are in
 :mod:`pipeline.training.tasks`. Outputs go to one folder per model
 (``train/<model>/checkpoint.pt``, ``train.json``, ``tensorboard/``, ``last.pt`` while
 running). docs/training.md.
@@ -50,50 +52,72 @@ def run_hash(params: Mapping[str, Any], caches: Sequence[Path],
 
 
 def check_training_caches(train_caches: Sequence[Path], stage: str,
-                    test_caches: Sequence[Path] = ()) -> None:
-    """At least one training subject, and targets in every cache trained or validated on."""
+                          val_caches: Sequence[Path] = (), held_out: Sequence[str] = (),
+                          keep: str = "last") -> None:
+    """Before any work: at least one training subject, no held-out (test) subject among the
+    caches trained or validated on, validation caches when the checkpoint is chosen by them,
+    and targets in every cache."""
     if not train_caches:
         raise PipelineError(f"{stage}: no training subject (every subject in data.subjects is "
-                            "also in data.test_subjects or data.predict_subjects); leave at "
-                            "least one out, or give a trained model by path")
-    for path in [*train_caches, *test_caches]:
+                            "also in data.val_subjects, data.test_subjects or "
+                            "data.predict_subjects); leave at least one out, or give a "
+                            "trained model by path")
+    for role, caches in (("training", train_caches), ("validation", val_caches)):
+        leaked = sorted({p.stem for p in caches} & set(held_out))
+        if leaked:
+            raise PipelineError(
+                f"{stage}: test subject(s) {leaked} given as {role} caches; a test subject "
+                "is never read by training nor by any choice (data.test_subjects); move them "
+                "to data.val_subjects or out of data.test_subjects")
+    overlap = sorted({p.stem for p in train_caches} & {p.stem for p in val_caches})
+    if overlap:
+        raise PipelineError(f"{stage}: subject(s) {overlap} are both trained on and validated "
+                            "on; data.val_subjects must be disjoint from the training subjects")
+    if keep == "best" and not val_caches:
+        raise PipelineError(
+            f"{stage}: {stage}.run.keep is best (the checkpoint is chosen on the validation "
+            "subjects) but there is no validation subject; list one in data.val_subjects, or set "
+            f"{stage}.run.keep: last")
+    for path in [*train_caches, *val_caches]:
         with open_cache(path) as handle:
             require_targets(read_index(handle), stage)
 
 
 def _meta(params: Mapping[str, Any], train_caches: Sequence[Path],
-          test_caches: Sequence[Path]) -> dict[str, Any]:
+          val_caches: Sequence[Path], held_out: Sequence[str]) -> dict[str, Any]:
     return {"seed": int(params["seed"]),
             "train_subjects": [p.stem for p in train_caches],
-            "test_subjects": [p.stem for p in test_caches]}
+            "val_subjects": [p.stem for p in val_caches],
+            "held_out_subjects": sorted(held_out)}
 
 
-def run_normal(*, train_caches: list[Path], test_caches: Sequence[Path] = (), output: Path,
-               summary: Path, params: dict[str, Any]) -> dict[str, Any]:
+def run_normal(*, train_caches: list[Path], val_caches: Sequence[Path] = (),
+               held_out: Sequence[str] = (), output: Path, summary: Path,
+               params: dict[str, Any]) -> dict[str, Any]:
     """Train the normal network on the truth normal maps of the training subjects."""
-    test_caches = list(test_caches)
-    check_training_caches(train_caches, "train_normal", test_caches)
-    task = NormalTask(params, train_caches, test_caches)
+    val_caches = list(val_caches)
     run = RunParams(**params["run"])
+    check_training_caches(train_caches, "train_normal", val_caches, held_out, run.keep)
+    task = NormalTask(params, train_caches, val_caches)
     return train(task, run, output=output, summary=summary,
-                 config_hash=run_hash(params, train_caches + test_caches),
-                 meta=_meta(params, train_caches, test_caches))
+                 config_hash=run_hash(params, train_caches + val_caches),
+                 meta=_meta(params, train_caches, val_caches, held_out))
 
 
-def run(*, train_caches: list[Path], test_caches: Sequence[Path] = (),
-        normal: Path | None = None, output: Path, summary: Path,
+def run(*, train_caches: list[Path], val_caches: Sequence[Path] = (),
+        held_out: Sequence[str] = (), normal: Path | None = None, output: Path, summary: Path,
         params: dict[str, Any]) -> dict[str, Any]:
     """Train Pixel2ISDF (with the normal network's checkpoint ``normal`` when its input
     uses predicted normals)."""
-    test_caches = list(test_caches)
-    check_training_caches(train_caches, "train", test_caches)
-    task = Pixel2ISDFTask(params, train_caches, test_caches, normal)
+    val_caches = list(val_caches)
     run_params = RunParams(**params["run"])
+    check_training_caches(train_caches, "train", val_caches, held_out, run_params.keep)
+    task = Pixel2ISDFTask(params, train_caches, val_caches, normal)
     extra = [normal] if normal is not None and task.cfg.uses_normal_net else []
-    meta = _meta(params, train_caches, test_caches)
+    meta = _meta(params, train_caches, val_caches, held_out)
     meta["normal_checkpoint"] = str(normal) if extra else None
     return train(task, run_params, output=output, summary=summary,
-                 config_hash=run_hash(params, train_caches + test_caches, extra), meta=meta)
+                 config_hash=run_hash(params, train_caches + val_caches, extra), meta=meta)
 
 
 PIFU_MODELS = ("pifu", "temporal_pifu")
@@ -107,13 +131,15 @@ def pifu_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
     return {**params, "model": {**params["model"], "temporal": model == "temporal_pifu"}}
 
 
-def run_pifu(*, model: str, train_caches: list[Path], test_caches: Sequence[Path] = (),
-             output: Path, summary: Path, params: dict[str, Any]) -> dict[str, Any]:
+def run_pifu(*, model: str, train_caches: list[Path], val_caches: Sequence[Path] = (),
+             held_out: Sequence[str] = (), output: Path, summary: Path,
+             params: dict[str, Any]) -> dict[str, Any]:
     """Train ``model`` (``pifu`` or ``temporal_pifu``) on the training subjects' frames."""
-    test_caches = list(test_caches)
-    check_training_caches(train_caches, "train_pifu", test_caches)
+    val_caches = list(val_caches)
+    run = RunParams(**params["run"])
+    check_training_caches(train_caches, "pifu.train", val_caches, held_out, run.keep)
     train_params = pifu_params(params, model)
-    task = PifuTask(train_params, train_caches, test_caches)
-    return train(task, RunParams(**params["run"]), output=output, summary=summary,
-                 config_hash=run_hash(train_params, train_caches + test_caches),
-                 meta=_meta(params, train_caches, test_caches))
+    task = PifuTask(train_params, train_caches, val_caches)
+    return train(task, run, output=output, summary=summary,
+                 config_hash=run_hash(train_params, train_caches + val_caches),
+                 meta=_meta(params, train_caches, val_caches, held_out))

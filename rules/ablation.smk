@@ -86,6 +86,7 @@ use rule train_normal as train_normal_unmasked with:
             sort_keys=True,
         ),
         launcher=launcher_of("train_normal"),
+        held_out=HELD_OUT,
 
 
 use rule train as train_ablation with:
@@ -113,6 +114,7 @@ use rule train as train_ablation with:
             {"seed": int(wildcards.seed), **ablation_train(wildcards)}, sort_keys=True
         ),
         launcher=launcher_of("train"),
+        held_out=HELD_OUT,
         normal=lambda wildcards, input: (
             f"--normal {input.normal}" if "normal" in input.keys() else ""
         ),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
+from pipeline.config import check_splits
 from pipeline.training.given import check_given_checkpoints
 
 DATASET = config["data"]["dataset"]
@@ -28,12 +29,16 @@ STAGE_ORDER = [
     "evaluate",
 ]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
+check_splits(config)  # disjoint splits, each within data.subjects: before any work
+# Validation subjects choose (the checkpoint kept, any tuned value); test subjects are only
+# scored; predict subjects have no scan. Training subjects are the rest.
+VAL_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["val_subjects"]]
 TEST_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["test_subjects"]]
-# Subjects without a scan: reconstructed and checked without truth, never trained on.
 PREDICT_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["predict_subjects"]]
 TRAIN_SUBJECTS = [
-    s for s in SUBJECTS if s not in TEST_SUBJECTS and s not in PREDICT_SUBJECTS
+    s for s in SUBJECTS if s not in VAL_SUBJECTS + TEST_SUBJECTS + PREDICT_SUBJECTS
 ]
+HELD_OUT = " ".join(TEST_SUBJECTS)  # refused by every training job (--held-out)
 NORMAL_INPUTS = ("normal", "image_normal")
 RECON_SUBJECTS = {
     "test": TEST_SUBJECTS + PREDICT_SUBJECTS,
@@ -53,16 +58,36 @@ GIVEN_PIFU = {k: v for k, v in config["pifu"]["checkpoints"].items() if v}
 if GIVEN_CHECKPOINT or GIVEN_NORMAL or GIVEN_PIFU:
     check_given_checkpoints(config)  # before any work: kind and model settings
 
-if (
-    STOP_AFTER >= STAGE_ORDER.index("train_normal")
-    and not TRAIN_SUBJECTS
-    and not GIVEN_CHECKPOINT
-):
+TRAINS_HERE = STOP_AFTER >= STAGE_ORDER.index("train_normal") and not GIVEN_CHECKPOINT
+if TRAINS_HERE and not TRAIN_SUBJECTS:
     raise ValueError(
         f"no training subject: every subject of data.subjects {SUBJECTS} is in "
-        "data.test_subjects or data.predict_subjects (no truth); leave at least one "
-        "subject with a scan out, give a trained model (train.checkpoint, and "
-        "train_normal.checkpoint for a normal-map input), or set stop_after: cache"
+        "data.val_subjects, data.test_subjects or data.predict_subjects (no truth); leave "
+        "at least one subject with a scan out, give a trained model (train.checkpoint, "
+        "and train_normal.checkpoint for a normal-map input), or set stop_after: cache"
+    )
+# The trainings this run does, and the checkpoint each keeps (best: chosen on validation).
+TRAININGS = {}
+if TRAINS_HERE:
+    TRAININGS["train"] = config["train"]["run"]
+    if not GIVEN_NORMAL:
+        TRAININGS["train_normal"] = config["train_normal"]["run"]
+PIFU_TRAINED = [m for m in config["pifu"]["models"] if m not in GIVEN_PIFU]
+if (
+    config["pifu"]["enabled"]
+    and PIFU_TRAINED
+    and STOP_AFTER >= STAGE_ORDER.index("cache")
+):
+    TRAININGS["pifu.train"] = config["pifu"]["train"]["run"]
+KEEPING_BEST = [
+    f"{name}.run.keep" for name, run in TRAININGS.items() if run["keep"] == "best"
+]
+if KEEPING_BEST and not VAL_SUBJECTS:
+    raise ValueError(
+        f"data.val_subjects is empty, but {', '.join(KEEPING_BEST)} is best: the "
+        "checkpoint is chosen on the validation subjects. List one or more subjects "
+        "with a scan in data.val_subjects (never a test subject), or set "
+        f"{', '.join(KEEPING_BEST)}: last"
     )
 
 
@@ -121,13 +146,19 @@ def launcher_of(section):
     return "python" if n == 1 else f"torchrun --standalone --nproc-per-node {n}"
 
 
-def train_inputs(wildcards):
-    """The caches of the training and test subjects, plus the normal network's checkpoint
-    when the model's input uses predicted normals."""
-    inputs = {
+def split_caches():
+    """The caches training reads: the training subjects' and the validation subjects'
+    (never a test subject's)."""
+    return {
         "train": expand(RESULTS / "cache" / "{subject}.h5", subject=TRAIN_SUBJECTS),
-        "test": expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+        "val": expand(RESULTS / "cache" / "{subject}.h5", subject=VAL_SUBJECTS),
     }
+
+
+def train_inputs(wildcards):
+    """The caches of the training and validation subjects, plus the normal network's
+    checkpoint when the model's input uses predicted normals."""
+    inputs = split_caches()
     if config["train"]["model"]["input"] in NORMAL_INPUTS:
         inputs["normal"] = NORMAL_CHECKPOINT
     return inputs
@@ -143,9 +174,12 @@ def curve_inputs(wildcards):
 
 
 def split_of(subject):
-    """How a subject is used: train, test (scored against its truth) or predict (no truth)."""
+    """How a subject is used: train, val (chooses), test (scored against its truth, never
+    chooses) or predict (no truth)."""
     if subject in PREDICT_SUBJECTS:
         return "predict"
+    if subject in VAL_SUBJECTS:
+        return "val"
     return "test" if subject in TEST_SUBJECTS else "train"
 
 
@@ -259,7 +293,7 @@ def ablation_train_inputs(wildcards):
     body = VARIANTS[wildcards.variant].body
     inputs = {
         "train": [ablation_cache(body, s) for s in TRAIN_SUBJECTS],
-        "test": [ablation_cache(body, s) for s in TEST_SUBJECTS],
+        "val": [ablation_cache(body, s) for s in VAL_SUBJECTS],
     }
     model = ablation_train(wildcards)["model"]
     if model["input"] in NORMAL_INPUTS:

@@ -4,8 +4,7 @@
 
 rule train_pifu:
     input:
-        train=expand(RESULTS / "cache" / "{subject}.h5", subject=TRAIN_SUBJECTS),
-        test=expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+        **split_caches(),
     output:
         checkpoint=RESULTS / "train" / "{pifu_model}" / "checkpoint.pt",
         summary=RESULTS / "train" / "{pifu_model}" / "train.json",
@@ -22,9 +21,10 @@ rule train_pifu:
     params:
         stage=stage_params("pifu.train"),
         launcher=launcher_of("pifu.train"),
+        held_out=HELD_OUT,
     shell:
         "{params.launcher} -m pipeline train-pifu --params {params.stage:q} --model {wildcards.pifu_model}"
-        " --train-caches {input.train} --test-caches {input.test}"
+        " --train-caches {input.train} --val-caches {input.val} --held-out {params.held_out}"
         " --output {output.checkpoint} --summary {output.summary} 2> {log}"
 
 

@@ -1,10 +1,10 @@
-# Training: the normal network, then Pixel2ISDF, on the training subjects' caches.
+# Training: the normal network, then Pixel2ISDF, on the training subjects' caches; the
+# validation subjects' choose the checkpoint kept. No test subject's cache is an input.
 
 
 rule train_normal:
     input:
-        train=expand(RESULTS / "cache" / "{subject}.h5", subject=TRAIN_SUBJECTS),
-        test=expand(RESULTS / "cache" / "{subject}.h5", subject=TEST_SUBJECTS),
+        **split_caches(),
     output:
         checkpoint=RESULTS / "train" / "normal_net" / "checkpoint.pt",
         summary=RESULTS / "train" / "normal_net" / "train.json",
@@ -21,9 +21,10 @@ rule train_normal:
     params:
         stage=stage_params("train_normal"),
         launcher=launcher_of("train_normal"),
+        held_out=HELD_OUT,
     shell:
         "{params.launcher} -m pipeline train-normal --params {params.stage:q}"
-        " --train-caches {input.train} --test-caches {input.test}"
+        " --train-caches {input.train} --val-caches {input.val} --held-out {params.held_out}"
         " --output {output.checkpoint} --summary {output.summary} 2> {log}"
 
 
@@ -46,10 +47,12 @@ rule train:
     params:
         stage=stage_params("train"),
         launcher=launcher_of("train"),
+        held_out=HELD_OUT,
         normal=lambda wildcards, input: (
             f"--normal {input.normal}" if "normal" in input.keys() else ""
         ),
     shell:
         "{params.launcher} -m pipeline train --params {params.stage:q}"
-        " --train-caches {input.train} --test-caches {input.test} {params.normal}"
+        " --train-caches {input.train} --val-caches {input.val} --held-out {params.held_out}"
+        " {params.normal}"
         " --output {output.checkpoint} --summary {output.summary} 2> {log}"

@@ -64,6 +64,15 @@ def sdf_losses(pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor, *
     return {"sdf": l_sdf, "eikonal": l_eik, "total": l_sdf + eikonal_weight * l_eik}
 
 
+def near_l1(pred: torch.Tensor, target: torch.Tensor, band: float) -> torch.Tensor:
+    """Mean ``|pred − target|`` over the points with ``|target| < band`` (nan if none):
+    ``(B, P)``, ``(B, P)`` → scalar, in the SDF's units."""
+    near = target.abs() < band
+    if not bool(near.any()):
+        return torch.tensor(float("nan"))
+    return (pred[near] - target[near]).abs().mean()
+
+
 def sign_accuracy(pred: torch.Tensor, target: torch.Tensor, band: float) -> torch.Tensor:
     """Fraction of points with ``|target| < band`` whose predicted sign is right (nan if
     none): ``(B, P)``, ``(B, P)`` → scalar."""

@@ -20,7 +20,7 @@ from models.pifu import get_model as get_pifu
 from models.pifu.data import PifuDataset
 from models.pixel2isdf import get_model, get_normal_net
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig, from_mapping
-from models.pixel2isdf.losses import sdf_gradient, sdf_losses, sign_accuracy
+from models.pixel2isdf.losses import near_l1, sdf_gradient, sdf_losses, sign_accuracy
 from models.pixel2isdf.normal_net import decode_normals, normal_loss
 from models.timing import SectionTimer
 from pipeline.errors import PipelineError
@@ -48,6 +48,7 @@ class NormalTask:
     """The normal network, trained on the cache's truth normal maps (L1 + (1 − cos))."""
 
     kind = "normal_net"
+    selection = ("angle_deg", "min")
 
     def __init__(self, params: Mapping[str, Any], train_paths: Sequence[Path],
                  test_paths: Sequence[Path]) -> None:
@@ -118,6 +119,10 @@ class Pixel2ISDFTask:
     truncated L2 + λ Eikonal."""
 
     kind = "pixel2isdf"
+    # The mean |SDF error| over the validation points within sign_band of the truth surface:
+    # near the surface the SDF error is the distance by which the zero level set is off,
+    # which is what Chamfer averages (docs/training.md, "Which checkpoint is kept").
+    selection = ("sdf_l1_near_cm", "min")
 
     def __init__(self, params: Mapping[str, Any], train_paths: Sequence[Path],
                  test_paths: Sequence[Path], normal_checkpoint: Path | None) -> None:
@@ -202,6 +207,7 @@ class Pixel2ISDFTask:
                            eikonal_weight=self.eikonal_weight, sdf_units=self.sdf_units)
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["sign_acc_near"] = float(sign_accuracy(pred.detach(), target, self.band))
+        out["sdf_l1_near_cm"] = float(near_l1(pred.detach(), target, self.band)) * 100.0
         out["grad_norm_mean"] = float(grad.detach().norm(dim=-1).mean())
         return out
 
@@ -231,6 +237,7 @@ class PifuTask:
                  test_paths: Sequence[Path]) -> None:
         self.cfg: PifuConfig = _config(PifuConfig, params["model"], "pifu.model")
         self.kind = "temporal_pifu" if self.cfg.temporal else "pifu"
+        self.selection = ("iou", "max")
         self.seed = int(params["seed"])
         common = {"temporal": self.cfg.temporal, "window": self.cfg.window,
                   "n_points": params["n_points"], "uint8_images": True}

@@ -5,6 +5,10 @@ A :class:`Task` says what to train (network, datasets, loss, validation metrics,
 
 * **draws**: the global batch of step ``s`` is ``task.draw(s, batch_size)``, a function of the
   seed and the step only; under ``torchrun`` each rank takes ``items[rank::world]``;
+* **model selection**: every ``val_every`` steps the validation subjects' metrics are
+  computed; with ``keep: best`` the output is the checkpoint of the step whose
+  ``task.selection`` metric was best (ties: the earlier step), kept in ``best.pt`` while the
+  run goes on; with ``keep: last``, the last step's;
 * **checkpoints** every ``checkpoint_every`` steps to ``last.pt`` and at the end to the
   output, atomically, with model, optimiser, scaler and RNG states; a rerun resumes from
   ``last.pt`` when its config hash matches, so a killed run and an uninterrupted one end with
@@ -68,6 +72,11 @@ class RunParams:
     threads: int = 2
     grad_clip: float = 0.0
     processes: int = 1  # read by the rule's launcher (torchrun); the loop reads the world
+    keep: str = "best"
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("best", "last"):
+            raise PipelineError(f"run.keep must be best or last, got {self.keep!r}")
 
 
 class Task(Protocol):
@@ -76,6 +85,8 @@ class Task(Protocol):
     kind: str
     train_set: Dataset
     val_set: Dataset | None
+    selection: tuple[str, str]
+    """The validation metric that chooses the checkpoint kept and ``min`` or ``max``."""
 
     def build(self) -> nn.Module: ...
     def model_config(self) -> dict[str, Any]: ...
@@ -161,6 +172,52 @@ def _resume(path: Path, kind: str, config_hash: str, model: nn.Module,
     return int(data["step"]), json.loads(data.get("history", "[]"))
 
 
+@dataclass
+class Best:
+    """The best validation so far (``keep: best``): its step, metric value and weights."""
+
+    metric: str
+    mode: str
+    step: int = 0
+    value: float = float("nan")
+    state: dict[str, torch.Tensor] | None = None
+
+    def better(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far (a NaN never does; ties keep the earlier)."""
+        if value != value:  # NaN
+            return False
+        if self.state is None:
+            return True
+        return value < self.value if self.mode == "min" else value > self.value
+
+    def record(self, step: int, value: float, model: nn.Module) -> None:
+        self.step, self.value = step, value
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    @classmethod
+    def resume(cls, path: Path, kind: str, config_hash: str, metric: str,
+               mode: str) -> Best:
+        """The best of a run being resumed (``best.pt`` of the same run), or an empty one."""
+        best = cls(metric, mode)
+        if not path.is_file():
+            return best
+        try:
+            data = load_checkpoint(path, kind=kind)
+        except PipelineError as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return best
+        if data.get("config_hash") == config_hash:
+            best.step, best.value = int(data["step"]), float(data["selection"]["value"])
+            best.state = data["model"]
+        return best
+
+
+def _selection(best: Best) -> dict[str, Any]:
+    """What ``train.json`` and the checkpoint say about the step kept."""
+    return {"keep": "best", "step": best.step, "metric": f"val/{best.metric}",
+            "mode": best.mode, "value": best.value}
+
+
 def train(task: Task, run: RunParams, *, output: Path, summary: Path, config_hash: str,
           meta: dict[str, Any]) -> dict[str, Any]:
     """Train ``task`` for ``run.steps`` steps; write the final checkpoint and ``train.json``.
@@ -200,6 +257,10 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
     folder = output.parent
     last = folder / "last.pt"
     start, history = _resume(last, task.kind, config_hash, model, optimizer, scaler, world)
+    metric, mode = task.selection
+    best_path = folder / "best.pt"
+    best = Best.resume(best_path, task.kind, config_hash, metric, mode) if start else \
+        Best(metric, mode)
     timer = SectionTimer(cuda=device.type == "cuda")
     _unwrap(model).timer = timer
     net: nn.Module = model
@@ -210,10 +271,13 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
         net = torch.compile(net)
     logger = RunLogger(folder / "tensorboard", run.steps, start, world.is_main, history)
 
-    def checkpoint(path: Path, step: int) -> None:
+    def checkpoint(path: Path, step: int, state: dict[str, torch.Tensor] | None = None,
+                   selection: dict[str, Any] | None = None) -> None:
         if world.is_main:
             save_checkpoint(path, {
-                "kind": task.kind, "step": step, "model": _unwrap(model).state_dict(),
+                "kind": task.kind, "step": step,
+                "model": _unwrap(model).state_dict() if state is None else state,
+                "selection": selection or {"keep": "last", "step": step},
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "rng": rng_state(), "model_config": json.dumps(task.model_config()),
                 "config_hash": config_hash, "cache_schema": SCHEMA_VERSION,
@@ -247,8 +311,13 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
             logger.scalars(step, {**values, **seconds, "lr": optimizer.param_groups[0]["lr"],
                                   "grad_norm": float(grad_norm)})
         if step % run.val_every == 0 or step == run.steps:
-            logger.scalars(step, validate(task, net, run, device, world))
+            scores = validate(task, net, run, device, world)
+            logger.scalars(step, scores)
             timer.pop()  # validation time is not a training step's
+            value = scores.get(f"val/{metric}", float("nan"))
+            if run.keep == "best" and best.better(value):
+                best.record(step, value, _unwrap(model))
+                checkpoint(best_path, step, best.state, _selection(best))
         if world.is_main and task.val_set is not None and (
                 step % run.image_every == 0 or step == run.steps):
             first = next(_loader(task.val_set, [[0]], 0))
@@ -259,10 +328,19 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
             checkpoint(last, step)
     if start >= run.steps:
         log.info("%s already holds all %d steps", last, run.steps)
-    checkpoint(output, run.steps)
+    if run.keep == "best" and best.state is not None:
+        _unwrap(model).load_state_dict(best.state)
+        log.info("keeping step %d of %d: best val/%s (%s) %.5g", best.step, run.steps,
+                 metric, mode, best.value)
+        checkpoint(output, best.step, best.state, _selection(best))
+    else:
+        checkpoint(output, run.steps)
     final = validate(task, net, run, device, world)
+    selection = _selection(best) if run.keep == "best" and best.state is not None else \
+        {"keep": "last", "step": run.steps}
     result = {
-        "kind": task.kind, "steps": run.steps, "resumed_from_step": start or None,
+        "kind": task.kind, "steps": run.steps, "selected": selection,
+        "resumed_from_step": start or None,
         "world_size": world.size, "device": str(device), "config_hash": config_hash,
         "run": asdict(run), "wall_seconds_this_process": round(time.perf_counter() - wall, 2),
         "mean_seconds": {k: round(float(np.mean(v)), 5) for k, v in timings.items()},
@@ -270,5 +348,6 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
     if world.is_main:
         write_summary(summary, result)
         last.unlink(missing_ok=True)  # done: a forced rerun trains afresh
+        best_path.unlink(missing_ok=True)
     logger.close()
     return result
