@@ -12,7 +12,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 setup: $(VENV)/.installed
 
 # The mmdet (VarifocalNet) backend, which the tests exercise: mmcv 2.1.0 has no wheel and is
-# built from source with its ops (6-12 min once; pip's wheel cache keeps it afterwards). Its
+# built from source with its ops (long on 2 cores; pip's wheel cache keeps it, and .ci/run
+# uses the prebuilt wheel in ../shared/wheels when present: docs/backends.md). Its
 # setup.py needs pkg_resources, gone from setuptools >= 81; torch 2.13 needs >= 77.
 setup-mmdet: $(VENV)/.installed-mmdet
 

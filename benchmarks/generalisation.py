@@ -8,7 +8,7 @@ Runs ``snakemake --cores N generalisation`` (the full model trained once per see
 body; rules/generalisation.smk), prints its table, and with ``--write`` puts the summary into
 section ``headline`` and the whole table into section ``generalisation`` of each file that
 has (or, for docs/results.md, gets) those sections, with the command, commit and date
-(benchmarks/results_doc.py). The test subjects choose nothing: each seed's checkpoint is
+(pipeline/results_doc.py). The test subjects choose nothing: each seed's checkpoint is
 kept on the validation subjects.
 """
 
