@@ -70,7 +70,7 @@ if TRAINS_HERE and not TRAIN_SUBJECTS:
 TRAININGS = {}
 if TRAINS_HERE:
     TRAININGS["train"] = config["train"]["run"]
-    if not GIVEN_NORMAL:
+    if not GIVEN_NORMAL and config["train"]["model"]["input"] in NORMAL_INPUTS:
         TRAININGS["train_normal"] = config["train_normal"]["run"]
 PIFU_TRAINED = [m for m in config["pifu"]["models"] if m not in GIVEN_PIFU]
 if (

@@ -44,6 +44,10 @@ def colour_map(values: np.ndarray, scale: float) -> np.ndarray:
     return (rgb * 255).round().astype(np.uint8)
 
 
+SAMPLES_PER_SUBJECT = 1 << 24
+"""Pixel2ISDF items per training subject (global sample g of a subject is item g mod this)."""
+
+
 class NormalTask:
     """The normal network, trained on the cache's truth normal maps (L1 + (1 − cos))."""
 
@@ -148,14 +152,16 @@ class Pixel2ISDFTask:
         run = params["run"]
         oracle = self.cfg.input == "oracle_normal"
         self.n_subjects = len(train_paths)
-        self.samples = run["steps"] * run["batch_size"]
+        # Items per subject: a constant, not steps × batch, so that a subject's draws do not
+        # depend on the run's length (a k-step run is the first k steps of a longer one).
+        self.samples = SAMPLES_PER_SUBJECT
         common = {"n_views": params["n_views"], "n_points": params["n_points"],
                   "uint8_images": True, "with_normals": oracle,
                   "masked": self.cfg.masked_input,
                   "with_body_sdf": self.cfg.prior == "body",
                   "with_hull": self.cfg.hull_feature}
         self.train_set = Pixel2ISDFDataset(train_paths, seed=self.seed,
-                                           samples_per_subject=max(1, self.samples), **common)
+                                           samples_per_subject=self.samples, **common)
         self.val_set = None
         if test_paths:
             per = max(1, -(-run["val_batches"] * run["batch_size"] // len(test_paths)))
@@ -182,7 +188,7 @@ class Pixel2ISDFTask:
         """Subjects in turn; item ``subject · samples + g`` for global sample g."""
         out = []
         for g in range(step * batch_size, (step + 1) * batch_size):
-            out.append((g % self.n_subjects) * max(1, self.samples) + g % max(1, self.samples))
+            out.append((g % self.n_subjects) * self.samples + g % self.samples)
         return out
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:

@@ -334,6 +334,9 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
                  metric, mode, best.value)
         checkpoint(output, best.step, best.state, _selection(best))
     else:
+        if run.keep == "best":
+            log.warning("keep is best but no validation gave a finite val/%s: writing the "
+                        "last step (%d)", metric, run.steps)
         checkpoint(output, run.steps)
     final = validate(task, net, run, device, world)
     selection = _selection(best) if run.keep == "best" and best.state is not None else \
