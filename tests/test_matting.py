@@ -23,6 +23,7 @@ from pipeline.backends.matting import (
     trimap_one_hot,
     uncertain_region,
 )
+from tests.conftest import require
 
 # --- trimaps --------------------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ def test_trimap_edge_cases():
 
 @pytest.fixture(scope="module")
 def pymatting_backend():
-    pytest.importorskip("pymatting")
+    require("pymatting")  # a core package: fails, not skips, under CI=true
     return make_backend("matte", "pymatting", {})
 
 

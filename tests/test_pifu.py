@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from pipeline.config import validate_config
 from pipeline.errors import PipelineError
 from pipeline.meshio import read_ply
-from pipeline.pifu import evaluate, reconstruct, table
+from pipeline.pifu import REPORT_TABLE2, evaluate, reconstruct, table
 from pipeline.report import clip
 from pipeline.train import run_pifu
 from pipeline.training.checkpoint import load_checkpoint
@@ -34,6 +35,44 @@ TINY = {"enabled": True,
         "evaluate": {"points": 200, "samples": 500, "device": "cpu", "threads": 1}}
 
 
+NAMES = {"pifu": "PIFu", "temporal_pifu": "Temporal PIFu"}
+UNIT_SCORES = ("iou", "mse", "precision", "recall", "accuracy")  # each in [0, 1]
+
+
+def check_computed_scores(reports: dict[str, dict], table_csv: Path) -> None:
+    """Each model's scores (its evaluation JSON, ``reports[model]``) are the run's: finite,
+    within their range, consistent with the per-item results, and what the table's
+    "(ours)" column shows; none is the report's reference number the table prints beside
+    it (those are constants of pipeline/pifu.py)."""
+    rows = {row[0]: row for row in csv.reader(table_csv.open())}
+    header = rows.pop("metric")
+    for model, report in reports.items():
+        column = header.index(f"{NAMES[model]} (ours)")
+        scores, items = report["table2"], report["items"]
+        assert scores["items"] == len(items) > 0 and scores["points"] > 0
+        for key in UNIT_SCORES:
+            value = scores[key]
+            assert math.isfinite(value) and 0.0 <= value <= 1.0, (model, key, value)
+            assert rows[key][column] == f"{value:.4f}", (model, key)
+            reference = REPORT_TABLE2[model].get(key)
+            assert reference is None or f"{value:.4f}" != f"{reference:.4f}", (model, key)
+        # every item has the same number of points: the accuracy is the items' mean
+        assert scores["accuracy"] == pytest.approx(np.mean([i["accuracy"] for i in items]))
+        surface = report["surface"]
+        scored = [r for r in surface["rows"] if r["surface"]]
+        assert len(surface["rows"]) == surface["meshes"] > 0
+        assert surface["no_surface"] == surface["meshes"] - len(scored)
+        for key, label in (("chamfer_cm", "Chamfer (cm), posed"), ("p2s_cm", "P2S (cm), posed")):
+            for row in scored:
+                assert math.isfinite(row[key]) and row[key] >= 0.0, (model, key, row)
+            mean = surface[key]
+            if scored:
+                assert mean == pytest.approx(np.mean([r[key] for r in scored]))
+                assert rows[label][column] == f"{mean:.2f}"
+            else:
+                assert mean is None and rows[label][column] == "—"
+
+
 def pifu_params(part: str) -> dict:
     """Validated ``pifu.<part>`` stage parameters (with the seed) of the tiny config."""
     config = validate_config({"seed": 3, "pifu": TINY})
@@ -42,18 +81,21 @@ def pifu_params(part: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two fake subjects, each a clip of 3 frames × 2 views; both models trained 3 steps."""
+    """Three fake subjects, each a clip of 3 frames × 2 views: s0 trains, s2 validates
+    (keep: best), s1 is the test subject (``caches[1]``), never read by training; both models
+    trained 3 steps."""
     root = tmp_path_factory.mktemp("pifu")
     caches = [build(root / f"s{i}", output=root / "cache" / f"s{i}.h5", seed=i, n_actions=3,
-                    clip="walk") for i in range(2)]
+                    clip="walk") for i in range(3)]
     truth = root / "truth_root"
     truth.mkdir()
     (truth / "s").symlink_to(root / "s1" / "truth")  # the test cache's subject is "s"
     out = {"caches": caches, "truth": truth, "root": root}
     for model in ("pifu", "temporal_pifu"):
         ckpt = root / model / "checkpoint.pt"
-        run_pifu(model=model, train_caches=caches[:1], test_caches=caches[1:], output=ckpt,
-                 summary=ckpt.parent / "train.json", params=pifu_params("train"))
+        run_pifu(model=model, train_caches=caches[:1], val_caches=caches[2:],
+                 held_out=[caches[1].stem], output=ckpt, summary=ckpt.parent / "train.json",
+                 params=pifu_params("train"))
         out[model] = ckpt
     return out
 
@@ -66,6 +108,9 @@ def test_both_models_train_and_validate(trained, model: str) -> None:
     summary = json.loads((trained[model].parent / "train.json").read_text())
     assert set(summary["final_validation"]) >= {
         "val/iou", "val/mse", "val/precision", "val/recall", "val/accuracy"}
+    assert (summary["train_subjects"], summary["val_subjects"],
+            summary["held_out_subjects"]) == (["s0"], ["s2"], ["s1"])
+    assert summary["selected"]["keep"] == "best" and summary["selected"]["metric"] == "val/iou"
 
 
 def test_a_checkpoint_of_the_other_model_is_refused(trained, tmp_path: Path) -> None:
@@ -123,12 +168,11 @@ def test_evaluation_and_table(trained, tmp_path: Path) -> None:
         recon = tmp_path / model
         _recon(trained, model, recon)
         out = tmp_path / f"{model}.json"
-        result = evaluate(model=model, checkpoint=trained[model], caches=trained["caches"][1:],
-                          recons=[recon], truth=trained["truth"], output=out,
-                          params=pifu_params("evaluate"))
+        result = evaluate(model=model, checkpoint=trained[model],
+                          caches=trained["caches"][1:2], recons=[recon],
+                          truth=trained["truth"], output=out, params=pifu_params("evaluate"))
         scores = result["table2"]
         assert scores["items"] == 6 and scores["points"] == 6 * 200
-        assert all(0 <= scores[k] <= 1 for k in ("iou", "precision", "recall", "accuracy"))
         assert result["surface"]["meshes"] == 3
         assert all(i["motion_cm"] == pytest.approx(100 * np.linalg.norm(offset(1) - offset(0)))
                    for i in result["items"])  # the fake's frames move by offset(a)
@@ -138,7 +182,9 @@ def test_evaluation_and_table(trained, tmp_path: Path) -> None:
     rows = list(csv.reader((tmp_path / "t.csv").open()))
     assert rows[0] == ["metric", "PIFu (report)", "Temporal PIFu (report)", "PIFu (ours)",
                        "Temporal PIFu (ours)"]
-    assert rows[1][:3] == ["iou", "0.8118", "0.8599"]
+    assert rows[1][:3] == ["iou", "0.8118", "0.8599"]  # the report's, printed beside ours
+    check_computed_scores({m: json.loads((tmp_path / f"{m}.json").read_text())
+                           for m in ("pifu", "temporal_pifu")}, tmp_path / "t.csv")
     assert "## Accuracy against the body's motion" in (tmp_path / "t.md").read_text()
     assert "<table>" in (tmp_path / "t.html").read_text()
     clip(recons=[tmp_path / "pifu", tmp_path / "temporal_pifu"], truth=trained["truth"] / "s",
@@ -161,7 +207,7 @@ def test_evaluation_of_a_perfect_occupancy_scores_one(trained, tmp_path: Path,
     monkeypatch.setattr(stage, "held_out_scores", exact)
     recon = tmp_path / "r"
     _recon(trained, "pifu", recon)
-    result = evaluate(model="pifu", checkpoint=trained["pifu"], caches=trained["caches"][1:],
+    result = evaluate(model="pifu", checkpoint=trained["pifu"], caches=trained["caches"][1:2],
                       recons=[recon], truth=trained["truth"], output=tmp_path / "e.json",
                       params=pifu_params("evaluate"))
     assert result["table2"]["accuracy"] > 0.97 and result["table2"]["iou"] > 0.95

@@ -30,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recon")
     caches = [build(root / f"s{i}", output=root / "cache" / f"s{i}.h5", seed=i) for i in range(2)]
     ckpt = root / "train" / "checkpoint.pt"
-    train(train_caches=caches[:1], test_caches=caches[1:], output=ckpt,
+    train(train_caches=caches[:1], val_caches=caches[1:], output=ckpt,
           summary=ckpt.parent / "train.json",
           params=params("train", {"model": {**TINY_MODEL, "volume_padding": 0.5},
                                   "run": {**TINY_TRAIN["run"], "steps": 3}}))

@@ -75,7 +75,7 @@ def test_training_job_resumes_after_scancel(cluster, tmp_path):
         f"cd {REPO}\nexport OMP_NUM_THREADS=1\n"
         f"exec {sys.executable} -m torch.distributed.run --standalone --nproc-per-node 2 "
         f"-m pipeline train --params '{json.dumps(p)}' --train-caches {caches[0]} "
-        f"--test-caches {caches[1]} --output {out} --summary {out.parent / 'train.json'}\n")
+        f"--val-caches {caches[1]} --output {out} --summary {out.parent / 'train.json'}\n")
 
     def submit() -> str:
         return subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "%j.log"),

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("anny")
+from tests.conftest import require
 
-from pipeline.synthesize import body as B
-from pipeline.synthesize import poses as P
+require("anny")
+
+from pipeline.synthesize import body as B  # noqa: E402
+from pipeline.synthesize import poses as P  # noqa: E402
 
 NOSE, L_SHOULDER, R_SHOULDER, L_WRIST, R_WRIST, L_HIP, R_HIP, L_KNEE, R_KNEE = (
     0, 5, 6, 9, 10, 11, 12, 13, 14)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import trimesh
 
-pytest.importorskip("anny")
+from tests.conftest import require
 
-from pipeline.synthesize import body as B
-from pipeline.synthesize import clothing as C
+require("anny")
+
+from pipeline.synthesize import body as B  # noqa: E402
+from pipeline.synthesize import clothing as C  # noqa: E402
 
 VOXEL = 0.012  # coarse for speed; the default is 0.006
 

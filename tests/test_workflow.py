@@ -11,6 +11,7 @@ import pygltflib
 import pytest
 
 from tests.conftest import run_snakemake, tiny_config, write_config
+from tests.test_pifu import check_computed_scores
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +106,10 @@ def _synthetic_config(**ingest):
 
 
 TINY_RUN = {"steps": 2, "batch_size": 2, "lr": 0.001, "device": "cpu", "threads": 1,
-            "checkpoint_every": 1, "log_every": 1, "val_every": 2, "image_every": 2}
+            "checkpoint_every": 1, "log_every": 1, "val_every": 2, "image_every": 2,
+            "keep": "last"}
+"""keep: last, as these configs have no validation subject (the Snakefile refuses keep: best
+without one); test_pifu_branch_end_to_end has one and keeps PIFu's best step."""
 
 
 def test_synthetic_default_chain_and_rerun_scope(tmp_path):
@@ -238,14 +242,17 @@ def test_every_subject_is_synthesized_and_ingested_at_once(tmp_path):
 
 
 def test_pifu_branch_end_to_end(tmp_path):
-    """presets/temporal.yaml's shape, tiny: two synthetic subjects, each a clip of 3 frames;
-    both PIFu models train, reconstruct the test frames and land in one table."""
+    """presets/temporal.yaml's shape, tiny: three synthetic subjects, each a clip of 3 frames
+    (s000 trains, s002 validates and chooses the step kept, s001 is the test subject); both
+    PIFu models train, reconstruct the test frames and land in one table with the scores
+    this run computed."""
     config = _synthetic_config()
-    config["data"].update({"subjects": ["s000", "s001"], "test_subjects": ["s001"]})
+    config["data"].update({"subjects": ["s000", "s001", "s002"], "val_subjects": ["s002"],
+                           "test_subjects": ["s001"]})
     config["synthesize"].update({"n_frames": 3})
     config["stop_after"] = "cache"
     config["pifu"] = {"enabled": True,
-                      "train": {"n_points": 64, "run": TINY_RUN,
+                      "train": {"n_points": 64, "run": {**TINY_RUN, "keep": "best"},
                                 "model": {"input_size": 32, "channels": 8, "n_stacks": 2,
                                           "hg_depth": 1, "mlp_dims": [16]}},
                       "reconstruct": {"views": ["cam0"], "resolution": 16,
@@ -255,13 +262,22 @@ def test_pifu_branch_end_to_end(tmp_path):
     write_config(tmp_path, config)
     run_snakemake(tmp_path, "--cores", "2")
     results = tmp_path / "results/syn"
+    reports = {}
     for model in ("pifu", "temporal_pifu"):
+        trained = json.loads((results / f"train/{model}/train.json").read_text())
+        assert (trained["train_subjects"], trained["val_subjects"],
+                trained["held_out_subjects"]) == (["s000"], ["s002"], ["s001"])
+        assert trained["selected"]["keep"] == "best"
+        assert trained["selected"]["metric"] == "val/iou"
         recon = json.loads((results / f"recon/{model}/s001/recon.json").read_text())
         assert [m["action"] for m in recon["meshes"]] == [f"act00_f0{f}" for f in range(3)]
-        scores = json.loads((results / f"eval/{model}/pifu.json").read_text())["table2"]
-        assert scores["items"] == 3 * 2  # 3 frames × 2 views of the test subject
+        reports[model] = json.loads((results / f"eval/{model}/pifu.json").read_text())
+        assert reports[model]["test_subjects"] == ["s001"]
+        assert reports[model]["table2"]["items"] == 3 * 2  # 3 frames × 2 views of s001
+    # The table's "(ours)" columns: the scores above, each in its range, not the report's.
+    check_computed_scores(reports, results / "eval/pifu/table2.csv")
     table = (results / "eval/pifu/table2.md").read_text()
-    assert "| iou | 0.8118 | 0.8599 |" in table
+    assert f"| iou | 0.8118 | 0.8599 | {reports['pifu']['table2']['iou']:.4f} |" in table
     assert (results / "report/render/pifu/s001.png").stat().st_size > 0
     assert not (results / "train/pixel2isdf").exists()  # stop_after: cache
 

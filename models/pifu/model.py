@@ -16,6 +16,8 @@ crop (``f``, ``S`` in crop pixels). For a weak-perspective camera ``f / z_c`` is
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -145,8 +147,13 @@ class PifuNet(nn.Module):
             occ = 0.5 * (torch.tanh(logits) + 1.0)
         return occ * inside.to(occ.dtype)
 
-    def forward(self, batch: dict[str, torch.Tensor], points: torch.Tensor) -> torch.Tensor:
-        """Occupancy ``(B, P)`` in [0, 1] from the last stack (inference)."""
+    def forward(self, batch: dict[str, torch.Tensor], points: torch.Tensor,
+                stacks: bool = False) -> Any:
+        """Occupancy ``(B, P)`` in [0, 1] from the last stack (inference); with ``stacks``,
+        :meth:`logits` of every stack (training: called through the module, so that a
+        DistributedDataParallel wrapper averages the gradients)."""
+        if stacks:
+            return self.logits(batch, points, all_stacks=True)
         logits, inside = self.logits(batch, points, all_stacks=False)
         return self.occupancy_of(logits[-1], inside)
 

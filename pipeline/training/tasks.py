@@ -267,7 +267,7 @@ class PifuTask:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
              timer: SectionTimer) -> dict[str, torch.Tensor]:
         with timer("forward"):
-            logits, inside = model.logits(batch, batch["points"].float())
+            logits, inside = model(batch, batch["points"].float(), stacks=True)
         with timer("loss"):
             total = pifu_loss([x.float() for x in logits], inside, batch["inside"].float(),
                               self.cfg.last_op)
