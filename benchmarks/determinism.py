@@ -111,7 +111,8 @@ def run_variant(name: str, folder: Path, cores: int) -> float:
     start = time.perf_counter()
     with open(folder / "snakemake.log", "w", encoding="utf-8") as log:
         subprocess.run([str(snakemake), "--snakefile", str(repo / "Snakefile"),
-                        "--directory", str(folder), "--configfile", "config.yaml",
+                        "--directory", str(folder),
+                        "--configfile", str((folder / "config.yaml").resolve()),
                         "--cores", str(cores), "--nolock", "--", "all"],
                        check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - start

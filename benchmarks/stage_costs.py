@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/stage_costs.py                                   # the demo
     .venv/bin/python benchmarks/stage_costs.py --target presets/paper.yaml      # scaled up
+    .venv/bin/python benchmarks/stage_costs.py --wall 2400 --write docs/results.md
 
 Reads Snakemake's ``benchmark:`` files of the run of ``--config`` (``results/<dataset>/
 benchmarks/``: seconds and peak RSS per job) and the size of each stage's output folder, then
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
+from pipeline.results_doc import publish
 
 GPU_STAGES = {"train_normal", "train"}
 
@@ -130,19 +132,29 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("config.yaml"),
                         help="the config of the finished run that measured (default the demo)")
     parser.add_argument("--target", type=Path, help="a config to scale the costs to")
+    parser.add_argument("--wall", type=float, default=None,
+                        help="the run's measured wall time in seconds (e.g. from `time`), "
+                             "printed beside the jobs' seconds")
+    parser.add_argument("--write", nargs="*", type=Path, default=[],
+                        help="Markdown files whose demo_wall_time section to rewrite")
     args = parser.parse_args()
     config = load_config(args.config)
     target = load_config(args.target) if args.target else None
     have = shape(config)
-    print(f"Measured: {args.config} ({config['data']['dataset']}: {have['photos']:.0f} photos, "
-          f"{len(config['data']['subjects'])} subjects), {os.cpu_count()} CPU cores here.")
+    lines = [f"Measured: {args.config} ({config['data']['dataset']}: {have['photos']:.0f} "
+             f"photos, {len(config['data']['subjects'])} subjects), {os.cpu_count()} CPU cores "
+             "here."]
+    if args.wall is not None:
+        lines.append(f"Wall time of the run: {args.wall:.0f} s ({args.wall / 60:.1f} min).")
     if target is not None:
         want = shape(target)
-        print(f"Target: {args.target} ({target['data']['dataset']}: {want['photos']:.0f} "
-              f"photos, {len(target['data']['subjects'])} subjects); linear estimate, one job "
-              "at a time on this machine.")
-    print()
-    print(stage_table(config, target))
+        lines.append(f"Target: {args.target} ({target['data']['dataset']}: "
+                     f"{want['photos']:.0f} photos, {len(target['data']['subjects'])} "
+                     "subjects); linear estimate, one job at a time on this machine.")
+    text = "\n".join(lines) + "\n\n" + stage_table(config, target)
+    print(text)
+    for doc in args.write:
+        publish(doc, "demo_wall_time", text)
 
 
 if __name__ == "__main__":
