@@ -65,7 +65,9 @@ STAGES: list[tuple[str, str]] = [
 ]
 """Each stage's outputs compared, in the pipeline's order."""
 
-SKIP_KEYS = ("second", "time", "wall", "date", "path", "log", "host", "checksum", "sha256")
+SKIP_KEYS = ("second", "time", "wall", "date", "path", "log", "host", "checksum", "sha256",
+             "threads", "config_hash")
+"""JSON keys whose numbers are not results (timings, the run's own thread count)."""
 
 
 def chain_config(threads: int | None) -> dict[str, Any]:
@@ -163,7 +165,8 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def compare(a: Path, b: Path) -> tuple[str, float]:
-    """``identical``, ``differs`` (max |difference| of the numbers, or inf when shapes or
+    """``identical`` (bytes), ``same numbers`` (bytes differ, e.g. a recorded thread count,
+    every number equal), ``differs`` (max |difference| of the numbers, or inf when shapes or
     names differ) or ``missing``, for two files or folders."""
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file()) if a.is_dir() \
         else [Path("")]
@@ -186,7 +189,9 @@ def compare(a: Path, b: Path) -> tuple[str, float]:
                 continue
             if xa[key].size:
                 worst = max(worst, float(np.nanmax(np.abs(xa[key] - xb[key]))))
-    return ("identical", 0.0) if same else ("differs", worst)
+    if same:
+        return "identical", 0.0
+    return ("same numbers", 0.0) if worst == 0.0 else ("differs", worst)
 
 
 def table(root: Path, names: list[str], walls: dict[str, float]) -> str:
@@ -198,8 +203,8 @@ def table(root: Path, names: list[str], walls: dict[str, float]) -> str:
         for name in names:
             rel = pattern.format(ds="det")
             verdict, worst = compare(root / "base" / rel, root / name / rel)
-            if verdict == "identical":
-                cells.append("identical")
+            if verdict in ("identical", "same numbers"):
+                cells.append(verdict)
                 continue
             if first[name] is None:
                 first[name] = stage
@@ -212,8 +217,9 @@ def table(root: Path, names: list[str], walls: dict[str, float]) -> str:
         evals = sorted((root / name / "results/det/eval/pixel2isdf").glob("d*.json"))
         chamfer = {p.stem: json.loads(p.read_text())["metrics"]["model"]["chamfer_cm"]
                    for p in evals if not p.name.endswith(".selfcheck.json")}
-        metric.append(f"| {name} | {walls.get(name, float('nan')):.0f} | "
-                      + " | ".join(f"{k} {v:.4f}" for k, v in sorted(chamfer.items())) + " |")
+        wall = f"{walls[name]:.0f}" if name in walls else "— (an earlier run, reused)"
+        metric.append(f"| {name} | {wall} | "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in sorted(chamfer.items())) + " |")
     return "\n".join([
         "Each variant's stage outputs against `base` (same config and seed; a small chain: 2 "
         "subjects, 2 actions × 4 views, 40 training steps). 'max' is the largest absolute "
