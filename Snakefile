@@ -33,6 +33,7 @@ include: "rules/pifu.smk"
 include: "rules/ablation.smk"
 include: "rules/views_study.smk"
 include: "rules/generalisation.smk"
+include: "rules/learning_curve.smk"
 
 
 rule all:

@@ -84,6 +84,9 @@ STAGES: dict[str, Stage] = {
     "generalisation-table": Stage("pipeline.generalisation:table", "generalisation",
                                   "the generalisation benchmark's tables (seeds × test "
                                   "subjects against the fitted body)"),
+    "learning-curve-table": Stage("pipeline.learning_curve:table", "learning_curve",
+                                  "the learning curve's tables (training-set size × test "
+                                  "sets against the fitted body)"),
     "views-table": Stage("pipeline.views_study:table", "views_study",
                          "Chamfer against the number of input views"),
     "render": Stage("pipeline.report:render", "report",

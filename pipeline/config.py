@@ -105,7 +105,11 @@ def check_splits(config: Mapping[str, Any], source: str = "config") -> None:
 
 
 def _check_cross_references(config: dict[str, Any], source: str) -> None:
+    from pipeline.synthesize.population import check_populations
+
     check_splits(config, source)
+    check_populations(config, source)
+    check_heights(config, source)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -135,12 +139,34 @@ def stage_params(config: Mapping[str, Any], section: str) -> dict[str, Any]:
     return {"seed": config["seed"], **values}
 
 
+PER_SUBJECT = ("populations", "height_m")
+"""Settings of a section that the Snakefile resolves per subject (not in a stage's params)."""
+
+
+def check_heights(config: Mapping[str, Any], source: str = "config") -> None:
+    """``fit.height_m``: known subjects, plausible heights (0.5-2.5 m).
+
+    Raises:
+        PipelineError: naming the subject, the height and the setting.
+    """
+    for subject, height in config["fit"].get("height_m", {}).items():
+        if subject not in config["data"]["subjects"]:
+            raise PipelineError(
+                f"invalid configuration in {source}:\n  - fit.height_m: {subject} is not in "
+                f"data.subjects {config['data']['subjects']}")
+        if not 0.5 <= float(height) <= 2.5:
+            raise PipelineError(
+                f"invalid configuration in {source}:\n  - fit.height_m.{subject}: {height} m "
+                "is not a person's standing height (0.5-2.5 m); give metres")
+
+
 def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:
     """A schema for ``stage_params(config, section)``: the section's schema plus ``seed``
     (``pifu.train`` is ``$defs/pifu_train``)."""
     sub = copy.deepcopy(schema["$defs"][section.replace(".", "_")])
     sub["properties"] = {"seed": schema["properties"]["seed"], **sub["properties"]}
-    sub["required"] = sorted(sub["properties"])
+    # resolved per subject before a stage sees them (synthesize/population.py, fit.height_m)
+    sub["required"] = sorted(k for k in sub["properties"] if k not in PER_SUBJECT)
     sub["$defs"] = schema["$defs"]
     sub["$schema"] = schema["$schema"]
     return sub

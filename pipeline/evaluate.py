@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from models.cache_io import canonical_body
+from pipeline.components import count_components
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.meshio import read_ply
@@ -90,6 +91,7 @@ def run(*, mesh: Path, recon: Path, truth: Path, truth_body: Path, cache: Path, 
         "model": model, "surface": ours.surface, "truth": str(truth),
         "metrics": {name: m.to_dict() for name, m in metrics.items()},
         "beats_fitted_body": beats, "n_views": report.get("n_views"),
+        "components": count_components(*meshes["model"]),
         "seconds": round(time.perf_counter() - start, 3)}
     write_json(output, summary)
     verdict = "beats" if beats else "does NOT beat"

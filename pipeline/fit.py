@@ -29,6 +29,7 @@ from pipeline.errors import PipelineError
 from pipeline.fitting.inputs import SubjectInput, load_subject
 from pipeline.fitting.optimize import FitResult, FitSettings, fit_subject
 from pipeline.fitting.raster import fill_triangles
+from pipeline.fitting.scale import scale_source, standing_height
 from pipeline.imageio import read_rgb, save_png
 from pipeline.io import atomic_directory, atomic_path, read_json, write_json
 from pipeline.overlay import PER_ROW, TILE, draw_view
@@ -38,10 +39,11 @@ log = logging.getLogger(__name__)
 SCHEMA = "pixel2isdf.fit/1"
 
 
-def settings_from_params(params: dict[str, Any]) -> FitSettings:
-    """The optimiser's settings from the ``fit`` config section (schema-validated)."""
-    names = {f.name for f in fields(FitSettings)}
-    return FitSettings(**{k: v for k, v in params.items() if k in names})
+def settings_from_params(params: dict[str, Any], height_m: float | None = None) -> FitSettings:
+    """The optimiser's settings from the ``fit`` config section (schema-validated) and the
+    subject's known standing height (metres), if any."""
+    names = {f.name for f in fields(FitSettings)} - {"height_m"}
+    return FitSettings(**{k: v for k, v in params.items() if k in names}, height_m=height_m)
 
 
 def _strings(rows: list[list[str]], width: int) -> np.ndarray:
@@ -78,7 +80,7 @@ def fit_arrays(subject: SubjectInput, result: FitResult, model: Any) -> dict[str
 
 
 def _report(subject: SubjectInput, result: FitResult, params: dict[str, Any],
-            seconds: float, model_name: str) -> dict[str, Any]:
+            seconds: float, model_name: str, scale: dict[str, Any]) -> dict[str, Any]:
     views = {}
     for a, action in enumerate(subject.actions):
         views[action.name] = {
@@ -89,6 +91,7 @@ def _report(subject: SubjectInput, result: FitResult, params: dict[str, Any],
     flagged = [f"{a}/{v}" for a, per in views.items() for v, r in per.items() if not r["ok"]]
     return {"schema": SCHEMA, "subject": subject.subject, "body_model": model_name,
             "params": params, "seconds": round(seconds, 2), "shape": result.shape_summary,
+            "scale": scale,
             "flagged_views": flagged, "views": views, "history": result.history}
 
 
@@ -115,9 +118,26 @@ def _draw_overlays(subject: SubjectInput, result: FitResult, faces: np.ndarray,
                  text={"pixel2isdf:stage": "fit", "pixel2isdf:subject": subject.subject})
 
 
+def scale_report(model: Any, result: FitResult, settings: FitSettings,
+                 subject: str) -> dict[str, Any]:
+    """Where the fit's size comes from and the height it found (the report's ``scale``); a
+    warning naming ``fit.height_m`` when only the prior sets it."""
+    source = scale_source(settings.camera, settings.height_m)
+    with torch.no_grad():
+        height = float(standing_height(model, torch.as_tensor(result.shape)))
+    if source == "prior":
+        log.warning("%s: no cameras and no known height: the body's size (%.2f m standing) "
+                    "comes from the shape prior (fit.anny.prior_phenotype); give the "
+                    "person's height as fit.height_m.%s to fix it", subject, height, subject)
+    return {"source": source, "standing_height_m": round(height, 4),
+            "given_height_m": settings.height_m}
+
+
 def fit_to_files(*, subject: str, manifest: Path, crops: Path, masks: Path, keypoints: Path,
-                 output: Path, report: Path, overlays: Path, params: dict[str, Any]) -> FitResult:
-    """Fit one subject and write its npz, report and overlays (see the module docstring)."""
+                 output: Path, report: Path, overlays: Path, params: dict[str, Any],
+                 height_m: float | None = None) -> FitResult:
+    """Fit one subject and write its npz, report and overlays (see the module docstring);
+    ``height_m``: the person's known standing height (``fit.height_m``)."""
     torch.manual_seed(int(params.get("seed", 0)))
     torch.set_num_threads(int(params.get("threads", 1)))
     actions = sorted(read_json(manifest).get("actions", {}))
@@ -127,20 +147,26 @@ def fit_to_files(*, subject: str, manifest: Path, crops: Path, masks: Path, keyp
     model = make_body_model(params.get("body_model", "anny"),
                             params.get(params.get("body_model", "anny"), {}))
     start = time.perf_counter()
-    result = fit_subject(model, inputs, settings_from_params(params))
+    settings = settings_from_params(params, height_m)
+    result = fit_subject(model, inputs, settings)
     seconds = time.perf_counter() - start
     log.info("%s: fitted %d actions in %.1f s", subject, len(actions), seconds)
     with atomic_path(output) as tmp:
         np.savez_compressed(tmp, **fit_arrays(inputs, result, model))
     with atomic_directory(overlays) as tmp_dir:
         _draw_overlays(inputs, result, model.faces, tmp_dir)
-    write_json(report, _report(inputs, result, params, seconds, model.name))
+    write_json(report, _report(inputs, result, params, seconds, model.name,
+                               scale_report(model, result, settings, subject)))
     return result
 
 
 def run(*, subject: str, manifest: Path, crops: Path, masks: Path, keypoints: Path,
-        output: Path, report: Path, overlays: Path, params: dict[str, Any]) -> None:
+        output: Path, report: Path, overlays: Path, params: dict[str, Any],
+        height_m: float | None = None) -> None:
     """CLI entry: ``python -m pipeline fit``."""
+    if height_m is not None and not 0.5 <= height_m <= 2.5:
+        raise PipelineError(f"{subject}: --height-m {height_m} is not a person's standing "
+                            "height (0.5-2.5 m, fit.height_m)")
     fit_to_files(subject=subject, manifest=manifest, crops=crops, masks=masks,
                  keypoints=keypoints, output=output, report=report, overlays=overlays,
-                 params=params)
+                 params=params, height_m=height_m)

@@ -4,7 +4,9 @@ Loads a Pixel2ISDF checkpoint, takes the subject's views from its cache (every `
 view of every action, or K views across actions or from one action:
 :func:`models.data.select_views`), computes the latent volume **once**,
 evaluates the SDF coarse to fine on an R³ grid over the volume's cube
-(:func:`models.grid_eval.evaluate_grid`), and runs marching cubes at level 0. Writes the mesh
+(:func:`models.grid_eval.evaluate_grid`), runs marching cubes at level 0 and keeps the
+components ``components`` says (by default those holding the fitted body: floaters go;
+:mod:`pipeline.components`). Writes the mesh
 as PLY in metres in the body model's canonical frame (outward faces), and a JSON with the
 views used, the network queries and the seconds. A field that never crosses zero gives a PLY
 with no faces and ``"surface": false`` (the metrics say "no surface").
@@ -21,16 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import trimesh
 from skimage.measure import marching_cubes
 
-from models.cache_io import load_index
+from models.cache_io import canonical_body, load_index
 from models.data import Pixel2ISDFDataset, select_views
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
 from models.pixel2isdf.body_prior import BodySDF
 from models.pixel2isdf.config import Pixel2ISDFConfig
 from models.pixel2isdf.hull import HullViews, hull_features
+from pipeline.components import keep_components
 from pipeline.errors import PipelineError
 from pipeline.io import write_json
 from pipeline.meshio import write_ply
@@ -90,7 +92,7 @@ def subject_batch(cache: Path, views: int | None, seed: int, oracle: bool,
     return batch, names
 
 
-def extract_mesh(grid: GridResult, largest_component: bool) -> tuple[np.ndarray, np.ndarray]:
+def extract_mesh(grid: GridResult) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes at 0 with outward faces, in the grid's world frame; empty arrays when
     the field does not cross zero."""
     values = grid.values
@@ -98,13 +100,7 @@ def extract_mesh(grid: GridResult, largest_component: bool) -> tuple[np.ndarray,
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     verts, faces, _, _ = marching_cubes(values, 0.0, spacing=tuple(grid.spacing),
                                         gradient_direction="descent")
-    verts = verts + grid.lo
-    if largest_component:
-        parts = trimesh.Trimesh(verts, faces, process=False).split(only_watertight=False)
-        if len(parts):
-            biggest = max(parts, key=lambda m: len(m.faces))
-            verts, faces = np.asarray(biggest.vertices), np.asarray(biggest.faces)
-    return verts, faces
+    return verts + grid.lo, np.asarray(faces, dtype=np.int64)
 
 
 def body_band_field(body: BodySDF, band: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -182,7 +178,11 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
                          lipschitz=params["lipschitz"], batch=params["batch_points"])
     grid_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    verts, faces = extract_mesh(grid, params["largest_component"])
+    verts, faces = extract_mesh(grid)
+    kept = keep_components(verts, faces, params["components"],
+                           canonical_body(cache)[0]
+                           if params["components"] == "body" else None)
+    verts, faces = kept.vertices, kept.faces
     mc_s = time.perf_counter() - t0
     write_ply(output, verts, faces)
     surface = len(faces) > 0
@@ -192,6 +192,8 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     summary = {
         "subject": cache.stem, "split": split, "checkpoint": str(checkpoint),
         "surface": surface, "vertices": len(verts), "faces": len(faces),
+        "components": {"mode": params["components"], "found": kept.components,
+                       "kept": kept.kept, "removed_area_cm2": kept.removed_area_cm2},
         "views": names, "n_views": len(names), "view_selection": params["view_selection"],
         "actions": sorted({name.split("/")[0] for name in names}),
         "resolution": params["resolution"],

@@ -31,6 +31,7 @@ from models.blocks.projection import project
 from models.cache_io import CAMERA_KEYS, open_cache, read_index
 from pipeline.errors import PipelineError
 from pipeline.fitting.raster import fill_triangles, mask_iou
+from pipeline.fitting.scale import EXPECTED_HEIGHT_ERROR, scale_source
 from pipeline.imageio import save_png
 from pipeline.io import atomic_directory, read_json, write_json
 from pipeline.meshio import read_ply, write_ply
@@ -177,15 +178,34 @@ def _read_cache(cache: Path) -> tuple[Any, dict[str, np.ndarray]]:
     return index, arrays
 
 
+def outside_fraction(masks: np.ndarray, mattes: np.ndarray) -> np.ndarray:
+    """Per view, the silhouette's area outside the matte (alpha < 0.5) as a share of the
+    matte's area: what a mesh adds where the photo shows background. ``(T, S, S)`` bool
+    silhouettes and uint8 mattes → ``(T,)``."""
+    matte = np.asarray(mattes) >= 128
+    area = np.maximum(matte.sum(axis=(1, 2)), 1)
+    return (masks & ~matte).sum(axis=(1, 2)) / area
+
+
+def scale_of(fit_report: Path | None, camera_model: str) -> dict[str, Any]:
+    """Where the subject's size comes from (the fit's ``scale``; docs/fit.md) and the
+    expected error of its height."""
+    scale = (read_json(fit_report).get("scale") if fit_report is not None else None) or {
+        "source": scale_source(camera_model, None)}
+    return {**scale, "expected_height_error": EXPECTED_HEIGHT_ERROR[scale["source"]]}
+
+
 def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path,
-        overlays: Path | None = None) -> dict[str, Any]:
+        overlays: Path | None = None, fit: Path | None = None) -> dict[str, Any]:
     """Check one subject's canonical reconstruction against its own inputs.
 
     Writes the reconstruction reposed into every action as ``reposed/<action>.ply`` and
     ``output`` (JSON): the mesh's health, the reprojection IoU of every view (the mesh's and
-    the fitted body's, from the same code) and their means over the views that passed the
-    fit's checks. With ``overlays``, one PNG per action there: each view's crop with the
-    matte's outline (green) and the reconstruction's (magenta).
+    the fitted body's, from the same code), the share of each silhouette outside the matte
+    (a surface the photos show as background), their means over the views that passed the
+    fit's checks, and where the body's size comes from (``fit``: the fit's report). With
+    ``overlays``, one PNG per action there: each view's crop with the matte's outline
+    (green) and the reconstruction's (magenta).
     """
     start = time.perf_counter()
     summary = read_json(recon)
@@ -206,16 +226,23 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path,
     cameras = {k[len("camera/"):]: v for k, v in arrays.items() if k.startswith("camera/")}
     ious, masks = (reprojection(posed[rows], faces, cameras, arrays["alphas"]) if len(faces)
                    else (np.zeros(len(rows)), np.zeros(arrays["alphas"].shape, dtype=bool)))
-    body_ious = reprojection_iou(arrays["posed_vertices"][rows], body_faces, cameras,
-                                 arrays["alphas"])
+    body_ious, body_masks = reprojection(arrays["posed_vertices"][rows], body_faces, cameras,
+                                        arrays["alphas"])
+    outside = outside_fraction(masks, arrays["alphas"])
+    body_outside = outside_fraction(body_masks, arrays["alphas"])
     ok = index.view_ok
     views = [{"action": str(index.actions[rows[i]]), "view": str(index.view_names[i]),
               "view_ok": bool(ok[i]), "iou": round(float(ious[i]), 4),
-              "body_iou": round(float(body_ious[i]), 4)} for i in range(len(rows))]
+              "body_iou": round(float(body_ious[i]), 4),
+              "outside": round(float(outside[i]), 4),
+              "body_outside": round(float(body_outside[i]), 4)} for i in range(len(rows))]
     out = {"subject": summary.get("subject", mesh.stem), "split": summary.get("split"),
            "mesh": str(mesh), "health": mesh_health(vertices, faces, body),
            "iou_mean": round(float(ious[ok].mean()), 4) if ok.any() else None,
            "body_iou_mean": round(float(body_ious[ok].mean()), 4) if ok.any() else None,
+           "outside_mean": round(float(outside[ok].mean()), 4) if ok.any() else None,
+           "body_outside_mean": round(float(body_outside[ok].mean()), 4) if ok.any() else None,
+           "scale": scale_of(fit, index.camera_model),
            "views": views, "reposed": [str(reposed / f"{a}.ply") for a in index.actions],
            "seconds": round(time.perf_counter() - start, 3)}
     if overlays is not None:
@@ -251,14 +278,28 @@ def selfcheck_table(checks: Sequence[Mapping[str, Any]],
     def cell(value: float | None, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
-    lines = ["| subject | split | reprojection IoU | fitted body's IoU | closed | components "
-             "| height (m) | fitted body's height (m) | Chamfer (cm) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| subject | split | reprojection IoU | fitted body's IoU | outside matte "
+             "| fitted body's outside matte | closed | components | height (m) | fitted "
+             "body's height (m) | size from | Chamfer (cm) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
         h = c["health"]
         truth = (f"{chamfer[c['subject']]:.3f}" if c["subject"] in chamfer else "no truth")
+        scale = c.get("scale") or {}
+        source = scale.get("source", "–")
+        if scale.get("expected_height_error") is not None:
+            source += f" (height ±{100 * scale['expected_height_error']:.0f} %)"
+        if source.startswith("prior"):
+            source += ": set fit.height_m"
         lines.append(f"| {c['subject']} | {c['split']} | {cell(c['iou_mean'])} | "
-                     f"{cell(c['body_iou_mean'])} | {'yes' if h['watertight'] else 'no'} | "
+                     f"{cell(c['body_iou_mean'])} | {cell(c.get('outside_mean'))} | "
+                     f"{cell(c.get('body_outside_mean'))} | "
+                     f"{'yes' if h['watertight'] else 'no'} | "
                      f"{h['components']} | {h['height_m']:.3f} | {h['body_height_m']:.3f} | "
-                     f"{truth} |")
+                     f"{source} | {truth} |")
+    lines += ["", "Outside matte: the share of the reposed mesh's silhouette that falls where "
+              "the photo shows background, relative to the matte's area (mean over the views "
+              "that passed the fit's checks). Size from: calibrated cameras, a given height "
+              "(fit.height_m) or the shape prior (no cameras, no height), with the height "
+              "error measured for each (docs/fit.md)."]
     return "\n".join(lines)

@@ -23,9 +23,13 @@ use rule fit as fit_keypoints_only with:
         RESULTS / "benchmarks" / "ablation" / "fit_keypoints_only" / "{subject}.tsv"
     params:
         stage=json.dumps(
-            {"seed": config["seed"], **merged(config["fit"], KEYPOINTS_ONLY_FIT)},
+            {
+                "seed": config["seed"],
+                **without(merged(config["fit"], KEYPOINTS_ONLY_FIT), "height_m"),
+            },
             sort_keys=True,
         ),
+        height=height_option,
         crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
         masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
         keypoints=lambda wildcards: RESULTS / "keypoints" / wildcards.subject,

@@ -6,6 +6,8 @@ from pathlib import Path
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
 from pipeline.config import check_splits
+from pipeline.synthesize.population import check_populations, population_of
+from pipeline.synthesize.population import subject_params
 from pipeline.training.given import check_given_checkpoints
 
 DATASET = config["data"]["dataset"]
@@ -30,6 +32,7 @@ STAGE_ORDER = [
 ]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
 check_splits(config)  # disjoint splits, each within data.subjects: before any work
+check_populations(config)  # synthesize.populations: known subjects, valid settings
 # Validation subjects choose (the checkpoint kept, any tuned value); test subjects are only
 # scored; predict subjects have no scan. Training subjects are the rest.
 VAL_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["val_subjects"]]
@@ -117,6 +120,23 @@ def pifu_checkpoint(wildcards):
     """A PIFu model's checkpoint: given by path (pifu.checkpoints), or trained here."""
     model = wildcards.pifu_model
     return GIVEN_PIFU.get(model) or RESULTS / "train" / model / "checkpoint.pt"
+
+
+def without(section, key):
+    """A config section without one of its keys."""
+    return {k: v for k, v in section.items() if k != key}
+
+
+def height_option(wildcards):
+    """The fit's --height-m option: the subject's known height (fit.height_m), if any."""
+    height = config["fit"]["height_m"].get(wildcards.subject)
+    return "" if height is None else f"--height-m {height}"
+
+
+def synthesize_params(wildcards):
+    """A subject's synthesize parameters: the section's, or its population's
+    (synthesize.populations; pipeline/synthesize/population.py)."""
+    return json.dumps(subject_params(config, wildcards.subject), sort_keys=True)
 
 
 def section_of(section):
@@ -313,6 +333,53 @@ def ablation_reports(wildcards):
         seed=ABLATION["seeds"],
         subject=TEST_SUBJECTS,
     )
+
+
+CURVE = config["learning_curve"]
+# The test set of each test subject: in-distribution, or its synthesize population.
+TEST_SETS = {s: population_of(config, s) for s in TEST_SUBJECTS}
+
+
+def curve_subjects(size):
+    """The training subjects of a learning-curve point: the first ``size`` of them."""
+    size = int(size)
+    if size > len(TRAIN_SUBJECTS):
+        raise ValueError(
+            f"learning_curve.sizes asks for {size} training subjects; this configuration "
+            f"has {len(TRAIN_SUBJECTS)} ({', '.join(TRAIN_SUBJECTS)}). Add subjects to "
+            "data.subjects (presets/learning_curve.yaml has 24) or lower the size"
+        )
+    return TRAIN_SUBJECTS[:size]
+
+
+def curve_caches(wildcards):
+    """The caches of a curve point's training subjects and of the validation subjects."""
+    return {
+        "train": expand(
+            RESULTS / "cache" / "{subject}.h5", subject=curve_subjects(wildcards.size)
+        ),
+        "val": expand(RESULTS / "cache" / "{subject}.h5", subject=VAL_SUBJECTS),
+    }
+
+
+def curve_train_inputs(wildcards):
+    """A curve point's caches, and the normal network trained on the same subjects."""
+    inputs = curve_caches(wildcards)
+    if config["train"]["model"]["input"] in NORMAL_INPUTS:
+        inputs["normal"] = RESULTS / "curve" / f"n{wildcards.size}" / "normal_net"
+        inputs["normal"] = inputs["normal"] / "checkpoint.pt"
+    return inputs
+
+
+def curve_stage(section, wildcards):
+    """The stage parameters of a curve point: the section's, with the step budget scaled
+    to the point's training subjects (learning_curve.<section>_steps_per_subject) and, for
+    the model, the seed of the point."""
+    size = len(curve_subjects(wildcards.size))
+    values = section_of(section)
+    run = {**values["run"], "steps": CURVE[f"{section}_steps_per_subject"] * size}
+    seed = int(wildcards.seed) if "seed" in wildcards.keys() else config["seed"]
+    return json.dumps({"seed": seed, **values, "run": run}, sort_keys=True)
 
 
 def views_reconstruct_params(wildcards):

@@ -37,7 +37,10 @@ rule fit:
     resources:
         mem_mb=4000,
     params:
-        stage=stage_params("fit"),
+        stage=json.dumps(
+            {"seed": config["seed"], **without(config["fit"], "height_m")}, sort_keys=True
+        ),
+        height=height_option,
         crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
         masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
         keypoints=lambda wildcards: RESULTS / "keypoints" / wildcards.subject,
@@ -45,4 +48,4 @@ rule fit:
         "python -m pipeline fit --params {params.stage:q} --subject {wildcards.subject}"
         " --manifest {input.manifest} --crops {params.crops} --masks {params.masks}"
         " --keypoints {params.keypoints} --output {output.fit} --report {output.report}"
-        " --overlays {output.overlays} 2> {log}"
+        " --overlays {output.overlays} {params.height} 2> {log}"

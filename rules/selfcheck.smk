@@ -7,6 +7,7 @@ rule selfcheck:
         mesh=RESULTS / "recon" / "{model}" / "{subject}.ply",
         recon=RESULTS / "recon" / "{model}" / "{subject}.json",
         cache=RESULTS / "cache" / "{subject}.h5",
+        fit=RESULTS / "fit" / "{subject}.json",
     output:
         report=RESULTS / "eval" / "{model}" / "{subject}.selfcheck.json",
         reposed=directory(RESULTS / "recon" / "{model}" / "reposed" / "{subject}"),
@@ -22,5 +23,5 @@ rule selfcheck:
     shell:
         "python -m pipeline selfcheck --mesh {input.mesh} --recon {input.recon}"
         " --cache {input.cache} --output {output.report} --reposed {output.reposed}"
-        " --overlays {output.overlays}"
+        " --overlays {output.overlays} --fit {input.fit}"
         " 2> {log}"

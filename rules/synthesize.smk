@@ -19,7 +19,7 @@ if SYNTHETIC:
         resources:
             mem_mb=4000,
         params:
-            stage=stage_params("synthesize"),
+            stage=synthesize_params,
         shell:
             "python -m pipeline synthesize --params {params.stage:q} --subject {wildcards.subject}"
             " --output {output.photos} --truth {output.truth} 2> {log}"
@@ -40,7 +40,7 @@ if SYNTHETIC:
         resources:
             mem_mb=2000,
         params:
-            stage=stage_params("synthesize"),
+            stage=synthesize_params,
         shell:
             "python -m pipeline check-synthetic --params {params.stage:q} --subject {wildcards.subject}"
             " --photos {input.photos} --truth {input.truth} --output {output} 2> {log}"

@@ -148,7 +148,7 @@ def test_untrained_body_prior_network_is_the_fitted_body(subject) -> None:
 
         grid = evaluate_grid(sdf, centre - half, centre + half, resolution=48,
                              init_resolution=8)
-    verts, faces = extract_mesh(grid, largest_component=False)
+    verts, faces = extract_mesh(grid)
     assert len(faces) > 0
     voxel = float(grid.spacing[0])
     distance = np.abs(signed_distance(*subject["body"], verts))

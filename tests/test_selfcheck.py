@@ -164,3 +164,45 @@ def test_overlay_outlines_follow_the_masks() -> None:
     inner = mask[0] & ~ndimage.binary_erosion(mask[0], iterations=2)
     assert magenta.any() and not (magenta & ~inner).any()
     assert green.any() and not (green & ~(matte[0] > 0)).any()
+
+
+def test_outside_fraction_is_the_silhouette_beyond_the_matte() -> None:
+    from pipeline.selfcheck import outside_fraction
+
+    matte = np.zeros((1, 10, 10), dtype=np.uint8)
+    matte[0, :, :5] = 255  # the person: the left half, 50 px
+    mask = np.zeros((1, 10, 10), dtype=bool)
+    mask[0, :, :7] = True  # the mesh: 20 px more, where the photo shows background
+    assert outside_fraction(mask, matte)[0] == pytest.approx(20 / 50)
+    assert outside_fraction(mask[:, :, :5] & False, matte[:, :, :5])[0] == 0.0
+
+
+def test_the_report_and_summary_say_where_the_size_comes_from(tmp_path) -> None:
+    """The fit's scale source reaches the selfcheck report and the summary's table; a
+    size from the prior asks for fit.height_m; the outside-matte shares are reported."""
+    import json
+
+    from pipeline.fitting.scale import EXPECTED_HEIGHT_ERROR
+    from pipeline.meshio import write_ply
+    from pipeline.selfcheck import run, selfcheck_table
+    from tests.cache_fakes import CLOTHED_R, build, sphere
+
+    cache = build(tmp_path / "s", output=tmp_path / "s.h5")
+    v, f = sphere(CLOTHED_R)
+    write_ply(tmp_path / "m.ply", v, f)
+    (tmp_path / "m.json").write_text(json.dumps({"subject": "s", "split": "predict",
+                                                 "surface": True}))
+    (tmp_path / "fit.json").write_text(json.dumps({"scale": {
+        "source": "prior", "standing_height_m": 1.61, "given_height_m": None}}))
+    out = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
+              output=tmp_path / "check.json", reposed=tmp_path / "reposed",
+              fit=tmp_path / "fit.json")
+    assert out["scale"]["source"] == "prior"
+    assert out["scale"]["expected_height_error"] == EXPECTED_HEIGHT_ERROR["prior"]
+    assert 0.0 <= out["outside_mean"] and 0.0 <= out["body_outside_mean"]
+    assert all({"outside", "body_outside"} <= set(view) for view in out["views"])
+    row = [ln for ln in selfcheck_table([out], {}).splitlines() if ln.startswith("| s |")][0]
+    assert "prior (height ±" in row and "set fit.height_m" in row and "no truth" in row
+    without = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
+                  output=tmp_path / "check.json", reposed=tmp_path / "reposed")
+    assert without["scale"]["source"] in ("calibrated", "prior")  # from the cache's cameras

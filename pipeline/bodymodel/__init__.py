@@ -86,7 +86,10 @@ class BodyModel(Protocol):
         """Scalar penalty of ``(N, J, 3)`` poses: zero inside joint limits, growing outside."""
 
     def shape_prior(self, shape: torch.Tensor) -> torch.Tensor:
-        """Scalar penalty of the shape's distance from the model's mean shape."""
+        """Scalar penalty of the shape's distance from the prior's mean shape."""
+
+    def initial_shape(self) -> torch.Tensor:
+        """(S,) the prior's mean shape, where fitting starts."""
 
     def shape_summary(self, shape: torch.Tensor) -> dict[str, Any]:
         """The shape in human-readable form for the fit's JSON report."""

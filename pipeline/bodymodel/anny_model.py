@@ -63,7 +63,9 @@ class AnnyBodyModel:
     """The Anny backend of :class:`pipeline.bodymodel.BodyModel` (float32, CPU).
 
     Options (``fit.anny`` in config): ``pose_prior_l2`` (weight of a small pull of every
-    angle towards zero, default 0.01).
+    angle towards zero, default 0.01); ``prior_phenotype`` (the shape prior's mean and the
+    fit's start, ``{name: value}``, missing names 0.5: Anny's mean phenotype, whose age 0.5
+    is an adolescent's).
     """
 
     name = "anny"
@@ -71,6 +73,12 @@ class AnnyBodyModel:
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
         self._l2 = float(options.pop("pose_prior_l2", 0.01))
+        prior = dict(options.pop("prior_phenotype", {}))
+        unknown = sorted(set(prior) - set(PHENOTYPE_NAMES))
+        if unknown:
+            raise PipelineError(f"fit.anny.prior_phenotype: unknown names {unknown}; known: "
+                                f"{list(PHENOTYPE_NAMES)}")
+        self._prior_mean = self.shape_from_phenotype(prior)
         if options:
             raise PipelineError(f"fit.anny: unknown options {sorted(options)}")
         model = load_body_model().to(torch.float32)
@@ -181,7 +189,11 @@ class AnnyBodyModel:
             dim=(-1, -2)).mean()
 
     def shape_prior(self, shape: torch.Tensor) -> torch.Tensor:
-        return (shape ** 2).mean()
+        return ((shape - self._prior_mean) ** 2).mean()
+
+    def initial_shape(self) -> torch.Tensor:
+        """The prior's mean phenotype (``fit.anny.prior_phenotype``) as logits."""
+        return self._prior_mean.clone()
 
     def shape_summary(self, shape: torch.Tensor) -> dict[str, Any]:
         values = torch.sigmoid(shape.detach()).tolist()

@@ -258,6 +258,10 @@ class SmplxBodyModel:
         """Scalar: the mean of the squared betas (S,) (the mean shape is betas = 0)."""
         return (shape**2).mean()
 
+    def initial_shape(self) -> torch.Tensor:
+        """(S,) zeros: SMPL-X's mean shape."""
+        return torch.zeros(self.shape_size)
+
     def shape_summary(self, shape: torch.Tensor) -> dict[str, Any]:
         """``{"betas": [S floats]}``."""
         return {"betas": [float(b) for b in shape.detach().reshape(-1)]}

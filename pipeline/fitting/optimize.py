@@ -30,6 +30,7 @@ from pipeline.fitting import multiview
 from pipeline.fitting.inputs import SubjectInput
 from pipeline.fitting.losses import BuiltinSilhouette, Pytorch3dSilhouette, keypoint_loss
 from pipeline.fitting.raster import fill_triangles, inside_fraction, mask_iou
+from pipeline.fitting.scale import height_loss
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,15 @@ class FitSettings:
     min_keypoint_confidence: float = 0.2
     silhouette_sigma_px: float = 10.0
     weights: dict[str, float] = field(default_factory=lambda: {
-        "keypoints": 1.0, "silhouette": 0.5, "pose_prior": 1.0, "shape_prior": 0.01})
+        "keypoints": 1.0, "silhouette": 0.5, "pose_prior": 1.0, "shape_prior": 0.01,
+        "height": 1.0})
     max_view_error_px: float = 20.0
     min_view_inside: float = 0.6
     min_views: int = 2
     outlier_px: float = 25.0
     sigma_anneal: float = 4.0
     log_every: int = 10
+    height_m: float | None = None  # the person's standing height, when known (per subject)
 
 
 @dataclass
@@ -136,7 +139,7 @@ class _Problem:
         self.active = self.valid.clone()  # views that count in the loss (refit drops some)
         n_a, n_v = valid.shape
         neutral = model.neutral_pose()
-        self.shape = torch.zeros(model.shape_size, requires_grad=True)
+        self.shape = model.initial_shape().clone().requires_grad_(True)
         self.pose = neutral.repeat(n_a, 1, 1).requires_grad_(True)
         zero = model.forward(self.shape.detach(), neutral[None], torch.zeros(1, 3),
                              torch.zeros(1, 3)).keypoints[0].detach().numpy()
@@ -221,6 +224,10 @@ class _Problem:
                 s.weights["shape_prior"] * shape_prior)
             record.update(pose_prior=float(pose_prior.detach()),
                           shape_prior=float(shape_prior.detach()))
+            if s.height_m is not None:
+                height = height_loss(self.model, self.shape, s.height_m)
+                total = total + s.weights.get("height", 1.0) * height
+                record["height"] = float(height.detach())
         record["total"] = float(total.detach())
         return total, per_view, record
 

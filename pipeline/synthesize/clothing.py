@@ -77,16 +77,24 @@ class Outfit:
                 raise ValueError(f"outfit {name}={getattr(self, name)!r} outside [{low}, {high}]")
 
 
-def sample_outfit(rng: np.random.Generator, skirt_fraction: float = 0.4) -> Outfit:
+def sample_outfit(rng: np.random.Generator, skirt_fraction: float = 0.4,
+                  bottom: str | None = None,
+                  top_thickness: tuple[float, float] = (0.006, 0.02),
+                  bottom_thickness: tuple[float, float] = (0.008, 0.025)) -> Outfit:
     """A random outfit: always a top, a bottom and hair; a ``skirt_fraction`` share of skirts
-    or dresses (which bridge the legs), the rest trousers or shorts."""
+    or dresses (which bridge the legs), the rest trousers or shorts. ``bottom`` imposes the
+    bottom garment (the draws are the same either way, so the rest of the outfit does not
+    change); the thicknesses are uniform in their ranges (metres)."""
     if not 0.0 <= skirt_fraction <= 1.0:
         raise ValueError(f"skirt_fraction={skirt_fraction} outside [0, 1]")
+    if bottom is not None and bottom not in BOTTOMS:
+        raise ValueError(f"outfit bottom={bottom!r}; options: {BOTTOMS}")
     f = float(skirt_fraction)
-    bottom = str(rng.choice(BOTTOMS, p=[0.58 * (1 - f), 0.42 * (1 - f), 0.55 * f, 0.45 * f]))
+    drawn = str(rng.choice(BOTTOMS, p=[0.58 * (1 - f), 0.42 * (1 - f), 0.55 * f, 0.45 * f]))
+    bottom = drawn if bottom is None else bottom
     hem = {"trousers": 1.95, "shorts": rng.uniform(0.3, 0.7), "skirt": rng.uniform(0.55, 1.3),
            "dress": rng.uniform(0.7, 1.5)}[bottom]
-    top_t, bottom_t = rng.uniform(0.006, 0.02), rng.uniform(0.008, 0.025)
+    top_t, bottom_t = rng.uniform(*top_thickness), rng.uniform(*bottom_thickness)
     return Outfit(sleeves=str(rng.choice(SLEEVES, p=[0.25, 0.4, 0.35])), bottom=bottom,
                   hair=str(rng.choice(HAIRSTYLES)), shoes=bool(rng.random() < 0.8),
                   top_thickness=float(top_t), bottom_thickness=float(bottom_t),

@@ -69,6 +69,7 @@ class SynthParams:
     voxel_size: float
     skirt_fraction: float
     phenotype: dict[str, list[float]]
+    outfit: dict[str, Any]
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SynthParams:
@@ -220,7 +221,13 @@ def synthesize_subject(*, subject: str, photos_dir: Path, truth_dir: Path,
     phenotype = bodymod.sample_phenotype(rng, {k: tuple(v) for k, v in params.phenotype.items()})
     canonical = bodymod.canonical_body(model, phenotype)
     feet = foot_vertex_indices(canonical)
-    outfit = clothing.sample_outfit(rng, skirt_fraction=params.skirt_fraction)
+    garments = params.outfit
+    outfit = clothing.sample_outfit(rng, skirt_fraction=params.skirt_fraction,
+                                    bottom=garments.get("bottom"),
+                                    top_thickness=tuple(garments.get("top_thickness",
+                                                                     (0.006, 0.02))),
+                                    bottom_thickness=tuple(garments.get("bottom_thickness",
+                                                                        (0.008, 0.025))))
     log.info("%s: phenotype %s, outfit %s", subject, phenotype, outfit)
     clothed = clothing.build_clothed_canonical(canonical, outfit, voxel_size=params.voxel_size)
     appearance = look.sample_appearance(rng)

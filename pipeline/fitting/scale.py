@@ -1,0 +1,48 @@
+"""A fitted body's size: its standing height, and where its scale comes from.
+
+Calibrated cameras measure a person's size; weak-perspective photos cannot tell size from
+distance (a scale per view absorbs it), so without cameras the body's height is whatever
+the shape prior prefers, unless the person's height is given (``fit.height_m``).
+
+``standing height``: the vertical extent of the body in the model's rest pose (every joint
+angle zero: standing straight), the number a tape measure gives. The canonical (star) pose
+is about 1 % lower (legs apart).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.bodymodel import BodyModel
+
+SOURCES = ("calibrated", "given", "prior")
+"""Where a fit's scale comes from: calibrated cameras, the person's given height
+(``fit.height_m``), or the shape prior (weak-perspective photos and no height)."""
+
+EXPECTED_HEIGHT_ERROR = {"calibrated": 0.01, "given": 0.01, "prior": 0.06}
+"""Mean relative error of the fitted standing height per source, measured on the learning
+curve's six test subjects by ``benchmarks/height.py`` (docs/results.md, "height")."""
+
+HEIGHT_TOLERANCE = 0.005
+"""Relative height error (0.5 %) that costs one unit of ``fit.weights.height``."""
+
+
+def standing_height(model: BodyModel, shape: torch.Tensor) -> torch.Tensor:
+    """The rest-pose vertical extent (metres, Z up) of the body of ``shape (S,)``:
+    differentiable in ``shape``."""
+    zeros = torch.zeros(1, len(model.joint_names), 3)
+    vertices = model.forward(shape, zeros, torch.zeros(1, 3), torch.zeros(1, 3)).vertices[0]
+    return vertices[:, 2].max() - vertices[:, 2].min()
+
+
+def height_loss(model: BodyModel, shape: torch.Tensor, height_m: float) -> torch.Tensor:
+    """Squared relative height error in units of :data:`HEIGHT_TOLERANCE`."""
+    error = (standing_height(model, shape) - height_m) / (height_m * HEIGHT_TOLERANCE)
+    return error ** 2
+
+
+def scale_source(camera: str, height_m: float | None) -> str:
+    """The :data:`SOURCES` entry of a fit with this camera model and given height."""
+    if camera == "calibrated":
+        return "calibrated"
+    return "prior" if height_m is None else "given"
