@@ -63,6 +63,8 @@ VARIANTS: dict[str, Variant] = {
     "no_refine": Variant("w/o fit refinement", body="keypoints_only", report_chamfer=1.1285),
     "sphere_prior": Variant("sphere prior (the report's initialisation)",
                             model={"prior": "sphere", "hull_feature": False}),
+    "hull_feature": Variant("with the silhouette feature (the mattes at each query point)",
+                            model={"hull_feature": True}),
     "oracle_body": Variant("oracle: truth body", body="truth", oracle=True),
     "oracle_normal": Variant("oracle: truth normal maps", model={"input": "oracle_normal"},
                              oracle=True),

@@ -110,6 +110,7 @@ def _check_cross_references(config: dict[str, Any], source: str) -> None:
     check_splits(config, source)
     check_populations(config, source)
     check_heights(config, source)
+    check_curve(config, source)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -158,6 +159,29 @@ def check_heights(config: Mapping[str, Any], source: str = "config") -> None:
             raise PipelineError(
                 f"invalid configuration in {source}:\n  - fit.height_m.{subject}: {height} m "
                 "is not a person's standing height (0.5-2.5 m); give metres")
+
+
+def check_curve(config: Mapping[str, Any], source: str = "config") -> None:
+    """``learning_curve.variants``: known ablation variants other than ``full`` (the curve
+    itself), each at sizes of the curve.
+
+    Raises:
+        PipelineError: naming the variant or the sizes.
+    """
+    from pipeline.ablation import VARIANTS
+
+    curve = config["learning_curve"]
+    for name, sizes in curve["variants"].items():
+        if name not in VARIANTS or name == "full":
+            raise PipelineError(
+                f"invalid configuration in {source}:\n  - learning_curve.variants: {name!r} "
+                f"is not a variant to compare with the curve; known: "
+                f"{sorted(set(VARIANTS) - {'full'})}")
+        outside = sorted(set(sizes) - set(curve["sizes"]))
+        if outside:
+            raise PipelineError(
+                f"invalid configuration in {source}:\n  - learning_curve.variants.{name}: "
+                f"sizes {outside} are not in learning_curve.sizes {curve['sizes']}")
 
 
 def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.ablation import VARIANTS, variant
 from pipeline.errors import PipelineError
 from pipeline.evaluate import load_reports, metrics_of, write_tables
 from pipeline.generalisation import MESHES, SCORES, _fmt, summarise
@@ -29,22 +30,29 @@ from pipeline.generalisation import MESHES, SCORES, _fmt, summarise
 CURVE_PREFIX = "curve"
 
 
-def parse_curve_model(name: str) -> tuple[int, int]:
-    """``curve/n<size>/seed<seed>`` (an evaluation report's model) → (size, seed)."""
+def parse_curve_model(name: str) -> tuple[str, int, int]:
+    """``curve/n<size>/seed<seed>`` or ``curve/<variant>/n<size>/seed<seed>`` (an evaluation
+    report's model) → (variant, size, seed); the curve itself is variant ``full``."""
     parts = name.split("/")
+    if len(parts) == 4 and parts[0] == CURVE_PREFIX:
+        variant(parts[1])
+        parts = [parts[0], *parts[2:]]
+        name_of_variant = name.split("/")[1]
+    else:
+        name_of_variant = "full"
     ok = (len(parts) == 3 and parts[0] == CURVE_PREFIX and parts[1][:1] == "n"
           and parts[1][1:].isdigit() and parts[2].startswith("seed") and parts[2][4:].isdigit())
     if not ok:
         raise PipelineError(f"evaluation of {name!r} is not a learning-curve run "
-                            "(curve/n<size>/seed<seed>)")
-    return int(parts[1][1:]), int(parts[2][4:])
+                            "(curve/[<variant>/]n<size>/seed<seed>)")
+    return name_of_variant, int(parts[1][1:]), int(parts[2][4:])
 
 
 def curve_rows(reports: list[Path], test_sets: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per report: test set, size, seed, subject and each mesh's scores."""
+    """One row per report: variant, test set, size, seed, subject and each mesh's scores."""
     rows = []
     for report in load_reports(reports):
-        size, seed = parse_curve_model(report["model"])
+        name, size, seed = parse_curve_model(report["model"])
         subject = report["subject"]
         if report["split"] != "test":
             raise PipelineError(f"learning curve: {subject} is scored as "
@@ -53,13 +61,45 @@ def curve_rows(reports: list[Path], test_sets: dict[str, str]) -> list[dict[str,
             raise PipelineError(f"learning curve: test subject {subject} has no test set "
                                 f"(known: {sorted(test_sets)})")
         scores = {mesh: metrics_of(report["metrics"][mesh]) for mesh, _ in MESHES}
-        rows.append({"test_set": test_sets[subject], "size": size, "seed": seed,
-                     "subject": subject,
+        rows.append({"variant": name, "test_set": test_sets[subject], "size": size,
+                     "seed": seed, "subject": subject,
+                     "components": report.get("components"),
                      **{f"{mesh}/{key}": getattr(scores[mesh], key)
                         for mesh, _ in MESHES for key, _, _ in SCORES}})
     if not rows:
         raise PipelineError("learning curve: no evaluation report given")
-    return sorted(rows, key=lambda r: (r["test_set"], r["size"], r["seed"], r["subject"]))
+    return sorted(rows, key=lambda r: (r["variant"], r["test_set"], r["size"], r["seed"],
+                                       r["subject"]))
+
+
+def variant_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each variant against the curve at the same size, seed and subject (paired)."""
+    lines = []
+    for name in sorted({r["variant"] for r in rows} - {"full"}):
+        lines += [f"## Variant {name} ({VARIANTS[name].label}) against the curve", "",
+                  "| test set | training subjects | pairs | Chamfer curve | Chamfer variant | "
+                  "P2S curve | P2S variant | F@1cm curve | F@1cm variant | variant wins "
+                  "(Chamfer) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        full = {(r["test_set"], r["size"], r["seed"], r["subject"]): r
+                for r in rows if r["variant"] == "full"}
+        mine = [r for r in rows if r["variant"] == name]
+        for test_set, size in sorted({(r["test_set"], r["size"]) for r in mine}):
+            pairs = [(full[k], r) for r in mine if r["test_set"] == test_set
+                     and r["size"] == size
+                     and (k := (test_set, size, r["seed"], r["subject"])) in full]
+            if not pairs:
+                continue
+
+            def mean(key: str, i: int, pairs=pairs) -> float:
+                return float(np.mean([p[i][f"model/{key}"] for p in pairs]))
+            wins = sum(b["model/chamfer_cm"] < a["model/chamfer_cm"] for a, b in pairs)
+            lines.append(f"| {test_set} | {size} | {len(pairs)} | "
+                         f"{mean('chamfer_cm', 0):.2f} | {mean('chamfer_cm', 1):.2f} | "
+                         f"{mean('p2s_cm', 0):.2f} | {mean('p2s_cm', 1):.2f} | "
+                         f"{mean('fscore_1cm', 0):.3f} | {mean('fscore_1cm', 1):.3f} | "
+                         f"{wins}/{len(pairs)} |")
+        lines.append("")
+    return lines
 
 
 def power_law(sizes: list[int], values: list[float]) -> tuple[float, float]:
@@ -98,14 +138,15 @@ def _set_section(name: str, rows: list[dict[str, Any]], steps: dict[int, int],
               f"{predicted:.2f} cm at {predict_at} subjects (optimistic: it never flattens)."]
     largest = [r for r in rows if r["size"] == sizes[-1]]
     lines += ["", f"Per subject at {sizes[-1]} training subjects (mean over seeds):", "",
-              "| subject | Chamfer mesh | Chamfer body | mesh / body | F@1cm mesh | F@1cm body |",
-              "|---|---|---|---|---|---|"]
+              "| subject | Chamfer mesh | Chamfer body | mesh / body | F@1cm mesh | F@1cm body | "
+              "components (most) |", "|---|---|---|---|---|---|---|"]
     for subject in sorted({r["subject"] for r in largest}):
         sub = [r for r in largest if r["subject"] == subject]
         cm, cb = (float(np.mean([r[f"{m}/chamfer_cm"] for r in sub])) for m, _ in MESHES)
         fm, fb = (float(np.mean([r[f"{m}/fscore_1cm"] for r in sub])) for m, _ in MESHES)
+        parts = [r["components"] for r in sub if r["components"] is not None]
         lines.append(f"| {subject} | {cm:.2f} | {cb:.2f} | {cm / cb:.2f} | {fm:.3f} | "
-                     f"{fb:.3f} |")
+                     f"{fb:.3f} | {max(parts) if parts else '—'} |")
     return lines, fit
 
 
@@ -113,7 +154,8 @@ def table(*, reports: list[Path], test_sets: str, csv_output: Path, markdown: Pa
           html_output: Path, params: dict[str, Any]) -> dict[str, Any]:
     """The learning curve's tables from every curve run's evaluation reports; ``test_sets``
     is JSON mapping each test subject to its test set. Returns the power-law fits."""
-    rows = curve_rows(reports, json.loads(test_sets))
+    every = curve_rows(reports, json.loads(test_sets))
+    rows = [r for r in every if r["variant"] == "full"]
     missing = sorted(set(params["sizes"]) - {r["size"] for r in rows})
     if missing:
         raise PipelineError(f"learning curve: no report of size(s) {missing} "
@@ -136,13 +178,14 @@ def table(*, reports: list[Path], test_sets: str, csv_output: Path, markdown: Pa
         lines, fits[name] = _set_section(name, [r for r in rows if r["test_set"] == name],
                                          steps, params["predict_at"])
         text += [*lines, ""]
+    text += variant_lines(every)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     keys = [f"{mesh}/{key}" for key, _, _ in SCORES for mesh, _ in MESHES]
-    writer.writerow(["test_set", "size", "seed", "subject", *keys])
-    for r in rows:
-        writer.writerow([r["test_set"], r["size"], r["seed"], r["subject"],
-                         *(f"{r[k]:.6g}" for k in keys)])
+    writer.writerow(["variant", "test_set", "size", "seed", "subject", "components", *keys])
+    for r in every:
+        writer.writerow([r["variant"], r["test_set"], r["size"], r["seed"], r["subject"],
+                         r["components"], *(f"{r[k]:.6g}" for k in keys)])
     write_tables(csv_output, markdown, html_output, out.getvalue(), "\n".join(text),
                  "Learning curve")
     return fits

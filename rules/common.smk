@@ -371,15 +371,41 @@ def curve_train_inputs(wildcards):
     return inputs
 
 
+def curve_model(wildcards):
+    """The train.model of a curve run: the config's, with its variant's overrides."""
+    name = wildcards.get("curve_variant", "full")
+    return train_section(config["train"], name, None)["model"]
+
+
 def curve_stage(section, wildcards):
     """The stage parameters of a curve point: the section's, with the step budget scaled
     to the point's training subjects (learning_curve.<section>_steps_per_subject) and, for
-    the model, the seed of the point."""
+    the model, the seed of the point and its variant's overrides."""
     size = len(curve_subjects(wildcards.size))
     values = section_of(section)
     run = {**values["run"], "steps": CURVE[f"{section}_steps_per_subject"] * size}
     seed = int(wildcards.seed) if "seed" in wildcards.keys() else config["seed"]
-    return json.dumps({"seed": seed, **values, "run": run}, sort_keys=True)
+    model = curve_model(wildcards) if section == "train" else values["model"]
+    return json.dumps({"seed": seed, **values, "run": run, "model": model}, sort_keys=True)
+
+
+def curve_reports(wildcards):
+    """Every test subject's evaluation for every curve point and seed, and for every
+    variant at its sizes (learning_curve.variants)."""
+    reports = expand(
+        RESULTS / "eval" / "curve" / "n{size}" / "seed{seed}" / "{subject}.json",
+        size=CURVE["sizes"],
+        seed=CURVE["seeds"],
+        subject=TEST_SUBJECTS,
+    )
+    for name, sizes in CURVE["variants"].items():
+        reports += expand(
+            RESULTS / "eval" / "curve" / name / "n{size}" / "seed{seed}" / "{subject}.json",
+            size=sizes,
+            seed=CURVE["seeds"],
+            subject=TEST_SUBJECTS,
+        )
+    return reports
 
 
 def views_reconstruct_params(wildcards):

@@ -6,6 +6,7 @@
 # one table per test set (in-distribution, and each synthesize population).
 wildcard_constraints:
     size=r"\d+",
+    curve_variant="|".join(v for v in VARIANTS if v != "full"),
 
 
 use rule train_normal as train_normal_curve with:
@@ -68,14 +69,90 @@ use rule reconstruct as reconstruct_curve with:
         split="test",
 
 
+use rule train_curve as train_curve_variant with:
+    output:
+        checkpoint=RESULTS
+        / "curve"
+        / "{curve_variant}"
+        / "n{size}"
+        / "seed{seed}"
+        / "checkpoint.pt",
+        summary=RESULTS / "curve" / "{curve_variant}" / "n{size}" / "seed{seed}" / "train.json",
+    log:
+        LOGS / "curve" / "{curve_variant}" / "n{size}" / "seed{seed}" / "train.log",
+    benchmark:
+        (
+            RESULTS
+            / "benchmarks"
+            / "curve"
+            / "{curve_variant}"
+            / "n{size}"
+            / "seed{seed}"
+            / "train.tsv"
+        )
+    params:
+        stage=lambda wildcards: curve_stage("train", wildcards),
+        launcher=launcher_of("train"),
+        held_out=HELD_OUT,
+        normal=lambda wildcards, input: (
+            f"--normal {input.normal}" if "normal" in input.keys() else ""
+        ),
+
+
+use rule reconstruct_curve as reconstruct_curve_variant with:
+    input:
+        checkpoint=RESULTS
+        / "curve"
+        / "{curve_variant}"
+        / "n{size}"
+        / "seed{seed}"
+        / "checkpoint.pt",
+        cache=RESULTS / "cache" / "{subject}.h5",
+    output:
+        mesh=RESULTS
+        / "recon"
+        / "curve"
+        / "{curve_variant}"
+        / "n{size}"
+        / "seed{seed}"
+        / "{subject}.ply",
+        report=RESULTS
+        / "recon"
+        / "curve"
+        / "{curve_variant}"
+        / "n{size}"
+        / "seed{seed}"
+        / "{subject}.json",
+    log:
+        LOGS
+        / "curve"
+        / "reconstruct"
+        / "{curve_variant}"
+        / "n{size}"
+        / "seed{seed}"
+        / "{subject}.log",
+    benchmark:
+        (
+            RESULTS
+            / "benchmarks"
+            / "curve"
+            / "reconstruct"
+            / "{curve_variant}"
+            / "n{size}"
+            / "seed{seed}"
+            / "{subject}.tsv"
+        )
+    params:
+        stage=stage_params("reconstruct"),
+        train_model=lambda wildcards: json.dumps(
+            curve_model(wildcards), sort_keys=True
+        ),
+        split="test",
+
+
 rule learning_curve_table:
     input:
-        expand(
-            RESULTS / "eval" / "curve" / "n{size}" / "seed{seed}" / "{subject}.json",
-            size=CURVE["sizes"],
-            seed=CURVE["seeds"],
-            subject=TEST_SUBJECTS,
-        ),
+        curve_reports,
     output:
         csv=report(
             RESULTS / "curve" / "learning_curve.csv",

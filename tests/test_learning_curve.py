@@ -126,14 +126,15 @@ def test_a_curve_larger_than_the_training_set_is_refused_by_name(ingested: Path)
 
 
 def _report(folder: Path, size: int, seed: int, subject: str, mesh: float,
-            body: float) -> Path:
+            body: float, variant: str = "") -> Path:
     def metrics(chamfer: float) -> dict:
         return {"chamfer_cm": chamfer, "p2s_cm": chamfer, "s2p_cm": chamfer,
                 "normal_consistency": 0.9, "fscore_1cm": 1 / chamfer, "fscore_2cm": 0.8,
                 "iou": 0.9, "mvp_chamfer_cm": chamfer, "n_samples": 10, "surface": True}
-    path = folder / f"n{size}_seed{seed}_{subject}.json"
+    path = folder / f"{variant}n{size}_seed{seed}_{subject}.json"
+    model = f"curve/{variant + '/' if variant else ''}n{size}/seed{seed}"
     path.write_text(json.dumps({
-        "subject": subject, "split": "test", "model": f"curve/n{size}/seed{seed}",
+        "subject": subject, "split": "test", "model": model, "components": 1,
         "metrics": {"model": metrics(mesh), "fitted_body": metrics(body),
                     "truth_body": metrics(body)}}))
     return path
@@ -151,6 +152,7 @@ def test_the_table_gives_each_test_set_its_curve(tmp_path: Path) -> None:
         for seed in (1, 2):
             reports.append(_report(tmp_path, size, seed, "s0", 2.0 * size ** -0.5, 1.5))
             reports.append(_report(tmp_path, size, seed, "x0", 4.0 * size ** -0.25, 3.0))
+    reports.append(_report(tmp_path, 8, 1, "x0", 1.0, 3.0, variant="hull_feature"))
     out = tmp_path / "out"
     fits = table(reports=reports, test_sets=json.dumps({"s0": IN_DISTRIBUTION, "x0": "shifted"}),
                  csv_output=out / "c.csv", markdown=out / "c.md", html_output=out / "c.html",
@@ -163,6 +165,8 @@ def test_the_table_gives_each_test_set_its_curve(tmp_path: Path) -> None:
     assert "## Test set: shifted (x0)" in text and "## Test set: in-distribution (s0)" in text
     assert "| 8 | 80 | 0.71 ± 0.00 | 1.50 ± 0.00 | +53 % | 2/2 |" in text
     assert len((out / "c.csv").read_text().splitlines()) == 1 + len(reports)
+    variant = text.split("## Variant hull_feature")[1]
+    assert "| shifted | 8 | 1 | 2.38 | 1.00 |" in variant and "| 1/1 |" in variant
 
 
 def test_the_table_refuses_reports_it_cannot_place(tmp_path: Path) -> None:
@@ -177,3 +181,18 @@ def test_the_table_refuses_reports_it_cannot_place(tmp_path: Path) -> None:
         table(reports=[good], test_sets="{}", **kwargs)
     with pytest.raises(PipelineError, match="is not a learning-curve run"):
         parse_curve_model("ablation/full/seed1")
+    assert parse_curve_model("curve/hull_feature/n24/seed2") == ("hull_feature", 24, 2)
+    assert parse_curve_model("curve/n24/seed2") == ("full", 24, 2)
+    with pytest.raises(PipelineError, match="unknown ablation variant 'shiny'"):
+        parse_curve_model("curve/shiny/n24/seed2")
+
+
+@pytest.mark.parametrize("variants, message", [
+    ({"full": [3]}, "'full' is not a variant to compare"),
+    ({"shiny": [3]}, "'shiny' is not a variant"),
+    ({"hull_feature": [7]}, "sizes [7] are not in learning_curve.sizes"),
+])
+def test_bad_curve_variants_are_refused(variants: dict, message: str) -> None:
+    with pytest.raises(PipelineError) as info:
+        validate_config({"learning_curve": {"sizes": [3, 5], "variants": variants}})
+    assert message in str(info.value)
