@@ -46,7 +46,7 @@ def subject_params(config: Mapping[str, Any], subject: str) -> dict[str, Any]:
     if population.get("seed") is not None:
         params["seed"] = population["seed"]
     for key in _SCALAR:
-        if key in population:
+        if population.get(key) is not None:
             params[key] = population[key]
     for key in _NESTED:
         params[key] = {**params[key], **population.get(key, {})}

@@ -1,0 +1,52 @@
+"""The learning curve and the shifted test set, run and written into the docs.
+
+    .venv/bin/python benchmarks/learning_curve.py --write docs/results.md
+    .venv/bin/python benchmarks/learning_curve.py --configfile config.yaml my_curve.yaml
+
+Runs ``snakemake --cores N learning_curve`` with ``config.yaml`` and
+``presets/learning_curve.yaml`` (rules/learning_curve.smk: the model trained on 3, 5, 12 and
+24 subjects with budgets in proportion, 2 seeds, every test subject of both test sets scored
+beside its fitted body), prints its table, and with ``--write`` puts it into section
+``learning_curve`` of each file, with the command, commit and date
+(pipeline/results_doc.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.ablation import merged
+from pipeline.config import validate_config
+from pipeline.results_doc import publish
+
+DEFAULT = [Path("config.yaml"), Path("presets/learning_curve.yaml")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT)
+    parser.add_argument("--write", nargs="*", type=Path, default=[],
+                        help="Markdown files whose learning_curve section to rewrite")
+    args = parser.parse_args()
+    config: dict = {}
+    for path in args.configfile:
+        config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    config = validate_config(config, source=" ".join(map(str, args.configfile)))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
+                    *map(str, args.configfile), "--", "learning_curve"], check=True)
+    folder = Path(config["results"]) / config["data"]["dataset"] / "curve"
+    table = (folder / "learning_curve.md").read_text(encoding="utf-8")
+    print(table)
+    for doc in args.write:
+        publish(doc, "learning_curve", table.split("\n", 1)[1])
+
+
+if __name__ == "__main__":
+    main()
