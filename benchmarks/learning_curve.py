@@ -7,8 +7,8 @@ Runs ``snakemake --cores N learning_curve`` with ``config.yaml`` and
 ``presets/learning_curve.yaml`` (rules/learning_curve.smk: the model trained on 3, 5, 12 and
 24 subjects with budgets in proportion, 2 seeds, every test subject of both test sets scored
 beside its fitted body), prints its table, and with ``--write`` puts it into section
-``learning_curve`` of each file, with the command, commit and date
-(pipeline/results_doc.py).
+``learning_curve`` of docs/results.md (section ``learning_curve_headline``, the short
+summary, of any other file), with the command, commit and date (pipeline/results_doc.py).
 """
 
 from __future__ import annotations
@@ -43,9 +43,13 @@ def main() -> None:
                     *map(str, args.configfile), "--", "learning_curve"], check=True)
     folder = Path(config["results"]) / config["data"]["dataset"] / "curve"
     table = (folder / "learning_curve.md").read_text(encoding="utf-8")
+    headline = (folder / "headline.md").read_text(encoding="utf-8")
     print(table)
     for doc in args.write:
-        publish(doc, "learning_curve", table.split("\n", 1)[1])
+        if doc.name == "results.md":
+            publish(doc, "learning_curve", table.split("\n", 1)[1])
+        else:
+            publish(doc, "learning_curve_headline", headline)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.ablation import VARIANTS, variant
 from pipeline.errors import PipelineError
 from pipeline.evaluate import load_reports, metrics_of, write_tables
+from pipeline.io import atomic_path
 from pipeline.generalisation import MESHES, SCORES, _fmt, summarise
 
 CURVE_PREFIX = "curve"
@@ -150,10 +151,28 @@ def _set_section(name: str, rows: list[dict[str, Any]], steps: dict[int, int],
     return lines, fit
 
 
+def headline_text(fits: dict[str, Any], predict_at: int) -> str:
+    """A few lines for the README: per test set, the mean Chamfer at the smallest and largest
+    size, the last doubling's change and the law's value at ``predict_at``."""
+    lines = ["| test set | " + " | ".join(f"n = {n}" for n in sorted(
+        next(iter(fits.values()))["means"])) + f" | per doubling (last) | n = {predict_at} "
+             "(power law) |"]
+    lines.append("|---|" + "---|" * (len(next(iter(fits.values()))["means"]) + 2))
+    for name, fit in sorted(fits.items()):
+        means = fit["means"]
+        lines.append(f"| {name} | " + " | ".join(f"{means[n]:.2f}" for n in sorted(means))
+                     + f" | {100 * (fit['last_doubling_ratio'] - 1):+.1f} % | "
+                     f"{fit['predicted']:.2f} |")
+    return ("Mesh Chamfer (cm, mean over seeds × test subjects) against the number of "
+            "training subjects:\n\n" + "\n".join(lines))
+
+
 def table(*, reports: list[Path], test_sets: str, csv_output: Path, markdown: Path,
-          html_output: Path, params: dict[str, Any]) -> dict[str, Any]:
+          html_output: Path, params: dict[str, Any],
+          headline: Path | None = None) -> dict[str, Any]:
     """The learning curve's tables from every curve run's evaluation reports; ``test_sets``
-    is JSON mapping each test subject to its test set. Returns the power-law fits."""
+    is JSON mapping each test subject to its test set; ``headline``: the short summary
+    alone (Markdown). Returns the power-law fits."""
     every = curve_rows(reports, json.loads(test_sets))
     rows = [r for r in every if r["variant"] == "full"]
     missing = sorted(set(params["sizes"]) - {r["size"] for r in rows})
@@ -188,4 +207,8 @@ def table(*, reports: list[Path], test_sets: str, csv_output: Path, markdown: Pa
                          r["components"], *(f"{r[k]:.6g}" for k in keys)])
     write_tables(csv_output, markdown, html_output, out.getvalue(), "\n".join(text),
                  "Learning curve")
+    if headline is not None:
+        with atomic_path(headline) as tmp:
+            Path(tmp).write_text(headline_text(fits, params["predict_at"]) + "\n",
+                                 encoding="utf-8")
     return fits

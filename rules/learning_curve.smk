@@ -162,6 +162,7 @@ rule learning_curve_table:
             labels={"table": "learning curve (CSV)"},
         ),
         markdown=RESULTS / "curve" / "learning_curve.md",
+        headline=RESULTS / "curve" / "headline.md",
         html=report(
             RESULTS / "curve" / "learning_curve.html",
             caption="report/learning_curve.rst",
@@ -183,7 +184,7 @@ rule learning_curve_table:
         "python -m pipeline learning-curve-table --params {params.stage:q}"
         " --reports {input} --test-sets {params.test_sets:q}"
         " --csv-output {output.csv} --markdown {output.markdown}"
-        " --html-output {output.html} 2> {log}"
+        " --html-output {output.html} --headline {output.headline} 2> {log}"
 
 
 rule learning_curve:

@@ -64,6 +64,7 @@ def test_scores_the_model_and_both_baselines(subject, tmp_path: Path) -> None:
     assert metrics["fitted_body"]["chamfer_cm"] == pytest.approx(gap_cm, abs=0.5)
     assert metrics["truth_body"]["chamfer_cm"] == pytest.approx(gap_cm, abs=0.5)
     assert written["beats_fitted_body"] is True and written["split"] == "test"
+    assert written["components"] == 1  # the scored mesh's connected components
 
 
 def test_a_model_worse_than_the_body_is_reported_as_such(subject, tmp_path: Path) -> None:

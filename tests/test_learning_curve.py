@@ -156,8 +156,10 @@ def test_the_table_gives_each_test_set_its_curve(tmp_path: Path) -> None:
     out = tmp_path / "out"
     fits = table(reports=reports, test_sets=json.dumps({"s0": IN_DISTRIBUTION, "x0": "shifted"}),
                  csv_output=out / "c.csv", markdown=out / "c.md", html_output=out / "c.html",
+                 headline=out / "h.md",
                  params={"sizes": [2, 8], "seeds": [1, 2], "train_steps_per_subject": 10,
                          "train_normal_steps_per_subject": 5, "predict_at": 200})
+    assert "| shifted | 3.36 | 2.38 | -15.9 % | 1.06 |" in (out / "h.md").read_text()
     assert fits["shifted"]["b"] == pytest.approx(0.25)
     assert fits["shifted"]["predicted"] == pytest.approx(4.0 * 200 ** -0.25)
     assert fits[IN_DISTRIBUTION]["means"][8] == pytest.approx(2.0 / 8 ** 0.5)

@@ -57,6 +57,8 @@ def test_coarse_to_fine_equals_dense_on_a_trained_model(trained, tmp_path: Path)
     assert hausdorff <= voxel * 1.01
     assert report["split"] == "test" and report["n_views"] == 4  # every view_ok view
     assert set(report["seconds"]) == {"encode", "grid", "marching_cubes", "total"}
+    assert report["components"]["mode"] == "body"  # the default: the person's pieces kept
+    assert report["components"]["kept"] == 1 <= report["components"]["found"]
 
 
 def test_faces_point_outward(trained, tmp_path: Path) -> None:
