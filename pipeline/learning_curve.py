@@ -25,8 +25,8 @@ import numpy as np
 from pipeline.ablation import VARIANTS, variant
 from pipeline.errors import PipelineError
 from pipeline.evaluate import load_reports, metrics_of, write_tables
-from pipeline.io import atomic_path
 from pipeline.generalisation import MESHES, SCORES, _fmt, summarise
+from pipeline.io import atomic_path
 
 CURVE_PREFIX = "curve"
 

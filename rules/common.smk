@@ -386,7 +386,9 @@ def curve_stage(section, wildcards):
     run = {**values["run"], "steps": CURVE[f"{section}_steps_per_subject"] * size}
     seed = int(wildcards.seed) if "seed" in wildcards.keys() else config["seed"]
     model = curve_model(wildcards) if section == "train" else values["model"]
-    return json.dumps({"seed": seed, **values, "run": run, "model": model}, sort_keys=True)
+    return json.dumps(
+        {"seed": seed, **values, "run": run, "model": model}, sort_keys=True
+    )
 
 
 def curve_reports(wildcards):
@@ -400,7 +402,13 @@ def curve_reports(wildcards):
     )
     for name, sizes in CURVE["variants"].items():
         reports += expand(
-            RESULTS / "eval" / "curve" / name / "n{size}" / "seed{seed}" / "{subject}.json",
+            RESULTS
+            / "eval"
+            / "curve"
+            / name
+            / "n{size}"
+            / "seed{seed}"
+            / "{subject}.json",
             size=sizes,
             seed=CURVE["seeds"],
             subject=TEST_SUBJECTS,

@@ -38,7 +38,8 @@ rule fit:
         mem_mb=4000,
     params:
         stage=json.dumps(
-            {"seed": config["seed"], **without(config["fit"], "height_m")}, sort_keys=True
+            {"seed": config["seed"], **without(config["fit"], "height_m")},
+            sort_keys=True,
         ),
         height=height_option,
         crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,

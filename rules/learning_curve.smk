@@ -77,7 +77,12 @@ use rule train_curve as train_curve_variant with:
         / "n{size}"
         / "seed{seed}"
         / "checkpoint.pt",
-        summary=RESULTS / "curve" / "{curve_variant}" / "n{size}" / "seed{seed}" / "train.json",
+        summary=RESULTS
+        / "curve"
+        / "{curve_variant}"
+        / "n{size}"
+        / "seed{seed}"
+        / "train.json",
     log:
         LOGS / "curve" / "{curve_variant}" / "n{size}" / "seed{seed}" / "train.log",
     benchmark:
@@ -144,9 +149,7 @@ use rule reconstruct_curve as reconstruct_curve_variant with:
         )
     params:
         stage=stage_params("reconstruct"),
-        train_model=lambda wildcards: json.dumps(
-            curve_model(wildcards), sort_keys=True
-        ),
+        train_model=lambda wildcards: json.dumps(curve_model(wildcards), sort_keys=True),
         split="test",
 
 

@@ -92,7 +92,7 @@ SUBJECTS = ["s000", "s001", "s002", "s003", "s004", "s005"]
 
 
 @pytest.mark.slow
-def test_curve_points_train_on_nested_subsets_with_scaled_budgets(ingested: Path) -> None:
+def test_curve_points_train_on_nested_subsets_with_scaled_budgets(ingested: Path) -> None:  # noqa: F811
     write_config(ingested, tiny_config(
         stop_after="evaluate",
         data={"subjects": SUBJECTS, "val_subjects": ["s001"], "test_subjects": ["s003"]},
@@ -113,11 +113,11 @@ def test_curve_points_train_on_nested_subsets_with_scaled_budgets(ingested: Path
 
 
 @pytest.mark.slow
-def test_a_curve_larger_than_the_training_set_is_refused_by_name(ingested: Path) -> None:
+def test_a_curve_larger_than_the_training_set_is_refused_by_name(ingested: Path) -> None:  # noqa: F811
     write_config(ingested, tiny_config(
         stop_after="evaluate",
         data={"subjects": SUBJECTS, "val_subjects": ["s001"], "test_subjects": ["s003"]}))
-    jobs, log = _dry_run(ingested, "results/tiny/curve/n12/seed1/checkpoint.pt")
+    _, log = _dry_run(ingested, "results/tiny/curve/n12/seed1/checkpoint.pt")
     assert "learning_curve.sizes asks for 12 training subjects" in log
     assert "has 4 (s000, s002, s004, s005)" in log
 

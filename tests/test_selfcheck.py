@@ -199,9 +199,9 @@ def test_the_report_and_summary_say_where_the_size_comes_from(tmp_path) -> None:
               fit=tmp_path / "fit.json")
     assert out["scale"]["source"] == "prior"
     assert out["scale"]["expected_height_error"] == EXPECTED_HEIGHT_ERROR["prior"]
-    assert 0.0 <= out["outside_mean"] and 0.0 <= out["body_outside_mean"]
+    assert out["outside_mean"] >= 0.0 and out["body_outside_mean"] >= 0.0
     assert all({"outside", "body_outside"} <= set(view) for view in out["views"])
-    row = [ln for ln in selfcheck_table([out], {}).splitlines() if ln.startswith("| s |")][0]
+    row = next(ln for ln in selfcheck_table([out], {}).splitlines() if ln.startswith("| s |"))
     assert "prior (height ±" in row and "set fit.height_m" in row and "no truth" in row
     without = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
                   output=tmp_path / "check.json", reposed=tmp_path / "reposed")
