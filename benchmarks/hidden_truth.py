@@ -129,7 +129,7 @@ def main() -> None:
         overlay = {
             "results": str(args.out / "results"),
             "data": {"root": str(root), "dataset": case, "subjects": [subject],
-                     "test_subjects": [], "predict_subjects": [subject]},
+                     "val_subjects": [], "test_subjects": [], "predict_subjects": [subject]},
             "ingest": {"min_views": 1},
             "fit": {"camera": "calibrated" if calibrated else "weak_perspective",
                     "min_views": 1},
