@@ -171,6 +171,11 @@ def check_curve(config: Mapping[str, Any], source: str = "config") -> None:
     from pipeline.ablation import VARIANTS
 
     curve = config["learning_curve"]
+    stray = sorted(set(curve.get("variant_seeds") or []) - set(curve["seeds"]))
+    if stray:
+        raise PipelineError(
+            f"invalid configuration in {source}:\n  - learning_curve.variant_seeds: {stray} "
+            f"not in learning_curve.seeds {curve['seeds']} (a variant run needs its twin)")
     for name, sizes in curve["variants"].items():
         if name not in VARIANTS or name == "full":
             raise PipelineError(

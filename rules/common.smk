@@ -410,7 +410,7 @@ def curve_reports(wildcards):
             / "seed{seed}"
             / "{subject}.json",
             size=sizes,
-            seed=CURVE["seeds"],
+            seed=CURVE["variant_seeds"] or CURVE["seeds"],
             subject=TEST_SUBJECTS,
         )
     return reports

@@ -198,3 +198,8 @@ def test_bad_curve_variants_are_refused(variants: dict, message: str) -> None:
     with pytest.raises(PipelineError) as info:
         validate_config({"learning_curve": {"sizes": [3, 5], "variants": variants}})
     assert message in str(info.value)
+
+
+def test_variant_seeds_must_have_curve_twins() -> None:
+    with pytest.raises(PipelineError, match=r"variant_seeds: \[9\] not in"):
+        validate_config({"learning_curve": {"seeds": [1, 2], "variant_seeds": [1, 9]}})
