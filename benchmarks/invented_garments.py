@@ -14,7 +14,8 @@ without it, and measures the area of the mesh farther than 2 cm from the truth's
 (cm²; surface the person does not have, such as a skirt between the legs) and the share of
 it between the thighs (|x| under the hips' half-width, z between the knees and the crotch of
 the fitted body), beside the fitted body's. Meshes are kept under
-``results/<dataset>/invented/<label>/`` and reused.
+``results/<dataset>/invented/<label>/`` and reused; with the config's carve, the workflow's
+own mesh of that checkpoint is read when there is one.
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ def invented(vertices: np.ndarray, faces: np.ndarray, truth: tuple[np.ndarray, n
     return total, float(areas[between].sum() * 1e4 / total) if total else 0.0
 
 
+def run_reconstruction(results: Path, checkpoint: Path, subject: str) -> Path | None:
+    """The workflow's own mesh of ``subject`` from ``checkpoint`` (``<results>/<run>/
+    checkpoint.pt`` → ``<results>/recon/<run>/<subject>.ply``), when it exists."""
+    try:
+        run = checkpoint.resolve().parent.relative_to(results.resolve())
+    except ValueError:
+        return None
+    mesh = results / "recon" / run / f"{subject}.ply"
+    return mesh if mesh.is_file() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", nargs="+", type=Path, default=[Path("config.yaml")])
@@ -88,6 +100,9 @@ def main() -> None:
             label, path = item.split("=", 1)
             for carve in (None, base["hull_carve"]):
                 out = results / "invented" / label / f"{subject}_carve{carve}.ply"
+                run_mesh = run_reconstruction(results, Path(path), subject)
+                if carve == base["hull_carve"] and run_mesh is not None:
+                    out = run_mesh  # the run's own mesh, made with these settings
                 if not out.is_file():
                     out.parent.mkdir(parents=True, exist_ok=True)
                     reconstruct(checkpoint=Path(path), cache=cache, output=out,
