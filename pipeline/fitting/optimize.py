@@ -30,7 +30,7 @@ from pipeline.fitting import multiview
 from pipeline.fitting.inputs import SubjectInput
 from pipeline.fitting.losses import BuiltinSilhouette, Pytorch3dSilhouette, keypoint_loss
 from pipeline.fitting.raster import fill_triangles, inside_fraction, mask_iou
-from pipeline.fitting.scale import height_loss
+from pipeline.fitting.scale import height_loss, standing_height
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class FitSettings:
     sigma_anneal: float = 4.0
     log_every: int = 10
     height_m: float | None = None  # the person's standing height, when known (per subject)
+    prior_height_spread: float = 0.05
 
 
 @dataclass
@@ -160,6 +161,13 @@ class _Problem:
         self.silhouette = self._silhouette_term(n_v)
         n_vertices = len(model.skinning_weights)
         self.subset = torch.arange(0, n_vertices, max(1, n_vertices // _N_CHAMFER_VERTICES))
+        # Without cameras or a given height the data cannot tell size from distance: the
+        # prior's mean phenotype's standing height sets it, within prior_height_spread.
+        self.prior_height = None
+        if settings.camera == "weak_perspective" and settings.height_m is None \
+                and settings.prior_height_spread > 0:
+            with torch.no_grad():
+                self.prior_height = float(standing_height(model, model.initial_shape()))
 
     def _silhouette_term(self, n_views: int) -> Any:
         alphas = [[v.alpha for v in a.views] for a in self.subject.actions]
@@ -228,6 +236,11 @@ class _Problem:
                 height = height_loss(self.model, self.shape, s.height_m)
                 total = total + s.weights.get("height", 1.0) * height
                 record["height"] = float(height.detach())
+            elif self.prior_height is not None:
+                height = height_loss(self.model, self.shape, self.prior_height,
+                                     s.prior_height_spread)
+                total = total + height
+                record["prior_height"] = float(height.detach())
         record["total"] = float(total.detach())
         return total, per_view, record
 

@@ -35,9 +35,11 @@ def standing_height(model: BodyModel, shape: torch.Tensor) -> torch.Tensor:
     return vertices[:, 2].max() - vertices[:, 2].min()
 
 
-def height_loss(model: BodyModel, shape: torch.Tensor, height_m: float) -> torch.Tensor:
-    """Squared relative height error in units of :data:`HEIGHT_TOLERANCE`."""
-    error = (standing_height(model, shape) - height_m) / (height_m * HEIGHT_TOLERANCE)
+def height_loss(model: BodyModel, shape: torch.Tensor, height_m: float,
+                tolerance: float = HEIGHT_TOLERANCE) -> torch.Tensor:
+    """Squared relative height error in units of ``tolerance`` (default
+    :data:`HEIGHT_TOLERANCE`)."""
+    error = (standing_height(model, shape) - height_m) / (height_m * tolerance)
     return error ** 2
 
 
