@@ -14,6 +14,7 @@ summary, of any other file), with the command, commit and date (pipeline/results
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ import yaml
 
 from pipeline.ablation import merged
 from pipeline.config import validate_config
+from pipeline.learning_curve import table
 from pipeline.results_doc import publish
+from pipeline.synthesize.population import population_of
 
 DEFAULT = [Path("config.yaml"), Path("presets/learning_curve.yaml")]
 
@@ -31,6 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT)
+    parser.add_argument("--sizes", nargs="+", type=int, default=None,
+                        help="only these points (a partial curve, labelled as such)")
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose learning_curve section to rewrite")
     args = parser.parse_args()
@@ -39,15 +44,37 @@ def main() -> None:
         config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     config = validate_config(config, source=" ".join(map(str, args.configfile)))
     snakemake = Path(sys.executable).with_name("snakemake")
-    subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
-                    *map(str, args.configfile), "--", "learning_curve"], check=True)
-    folder = Path(config["results"]) / config["data"]["dataset"] / "curve"
-    table = (folder / "learning_curve.md").read_text(encoding="utf-8")
-    headline = (folder / "headline.md").read_text(encoding="utf-8")
-    print(table)
+    results = Path(config["results"]) / config["data"]["dataset"]
+    folder = results / "curve"
+    curve = config["learning_curve"]
+    if args.sizes:  # some points only: their evaluations, then the table in-process
+        tests = config["data"]["test_subjects"]
+        reports = [results / "eval" / "curve" / f"n{n}" / f"seed{seed}" / f"{s}.json"
+                   for n in args.sizes for seed in curve["seeds"] for s in tests]
+        subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
+                        *map(str, args.configfile), "--", *map(str, reports)], check=True)
+        stem = folder / ("partial_" + "_".join(map(str, args.sizes)))
+        test_sets = {s: population_of(config, s) for s in tests}
+        table(reports=reports, test_sets=json.dumps(test_sets),
+              csv_output=stem.with_suffix(".csv"), markdown=stem.with_suffix(".md"),
+              html_output=stem.with_suffix(".html"), headline=stem.with_name(
+                  stem.name + "_headline.md"),
+              params={"seed": config["seed"], **curve, "sizes": args.sizes})
+        text = stem.with_suffix(".md").read_text(encoding="utf-8")
+        headline = stem.with_name(stem.name + "_headline.md").read_text(encoding="utf-8")
+        note = (f"Partial: sizes {args.sizes} of {curve['sizes']} (the others were not run "
+                "yet).\n\n")
+        text, headline = note + text.split("\n", 1)[1], note + headline
+    else:
+        subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
+                        *map(str, args.configfile), "--", "learning_curve"], check=True)
+        text = (folder / "learning_curve.md").read_text(encoding="utf-8").split("\n", 1)[1]
+        headline = (folder / "headline.md").read_text(encoding="utf-8")
+    table_text = text
+    print(table_text)
     for doc in args.write:
         if doc.name == "results.md":
-            publish(doc, "learning_curve", table.split("\n", 1)[1])
+            publish(doc, "learning_curve", table_text)
         else:
             publish(doc, "learning_curve_headline", headline)
 
