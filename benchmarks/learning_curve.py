@@ -34,6 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT)
+    parser.add_argument("--rerun-triggers", nargs="+", default=None,
+                        help="passed to snakemake (mtime: a run whose settings files were "
+                        "edited mid-run without changing what it computes)")
     parser.add_argument("--sizes", nargs="+", type=int, default=None,
                         help="only these points (a partial curve, labelled as such)")
     parser.add_argument("--write", nargs="*", type=Path, default=[],
@@ -44,6 +47,8 @@ def main() -> None:
         config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     config = validate_config(config, source=" ".join(map(str, args.configfile)))
     snakemake = Path(sys.executable).with_name("snakemake")
+    if args.rerun_triggers:
+        snakemake = f"{snakemake} --rerun-triggers {' '.join(args.rerun_triggers)}"
     results = Path(config["results"]) / config["data"]["dataset"]
     folder = results / "curve"
     curve = config["learning_curve"]
@@ -51,7 +56,7 @@ def main() -> None:
         tests = config["data"]["test_subjects"]
         reports = [results / "eval" / "curve" / f"n{n}" / f"seed{seed}" / f"{s}.json"
                    for n in args.sizes for seed in curve["seeds"] for s in tests]
-        subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
+        subprocess.run([*str(snakemake).split(), "--cores", str(args.cores), "--configfile",
                         *map(str, args.configfile), "--", *map(str, reports)], check=True)
         stem = folder / ("partial_" + "_".join(map(str, args.sizes)))
         test_sets = {s: population_of(config, s) for s in tests}
@@ -66,7 +71,7 @@ def main() -> None:
                 "yet).\n\n")
         text, headline = note + text.split("\n", 1)[1], note + headline
     else:
-        subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
+        subprocess.run([*str(snakemake).split(), "--cores", str(args.cores), "--configfile",
                         *map(str, args.configfile), "--", "learning_curve"], check=True)
         text = (folder / "learning_curve.md").read_text(encoding="utf-8").split("\n", 1)[1]
         headline = (folder / "headline.md").read_text(encoding="utf-8")
