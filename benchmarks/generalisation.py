@@ -19,10 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from pipeline.ablation import merged
-from pipeline.config import validate_config
+from pipeline.config import load_configs
 from pipeline.results_doc import publish
 
 
@@ -33,10 +30,7 @@ def main() -> None:
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose results sections to rewrite")
     args = parser.parse_args()
-    config: dict = {}
-    for path in args.configfile:
-        config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    config = validate_config(config, source=" ".join(map(str, args.configfile)))
+    config = load_configs(args.configfile)
     snakemake = Path(sys.executable).with_name("snakemake")
     subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
                     *map(str, args.configfile), "--", "generalisation"], check=True)

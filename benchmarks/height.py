@@ -29,11 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from pipeline.ablation import merged
 from pipeline.bodymodel.anny_model import AnnyBodyModel
-from pipeline.config import stage_params, validate_config
+from pipeline.config import load_configs, stage_params
 from pipeline.fit import fit_to_files
 from pipeline.fitting.scale import standing_height
 from pipeline.io import read_json
@@ -92,10 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = [v for v in VARIANTS if v in args.variants]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config: dict = {}
-    for path in args.configfile:
-        config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    config = validate_config(config, source=" ".join(map(str, args.configfile)))
+    config = load_configs(args.configfile)
     subjects = args.subjects or config["data"]["test_subjects"]
     truth_root = Path(config["data"]["root"]) / config["data"]["dataset"] / "truth"
     model = AnnyBodyModel()

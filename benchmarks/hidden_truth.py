@@ -40,8 +40,7 @@ import numpy as np
 import yaml
 
 from pipeline import evaluate
-from pipeline.ablation import merged
-from pipeline.config import stage_params, validate_config
+from pipeline.config import load_configs, stage_params
 from pipeline.meshio import read_ply
 from pipeline.results_doc import publish
 
@@ -106,10 +105,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--write", nargs="*", type=Path, default=[])
     args = parser.parse_args()
-    config: dict = {}
-    for path in args.configfile:
-        config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    config = validate_config(config, source=" ".join(map(str, args.configfile)))
+    config = load_configs(args.configfile)
     subject = args.subject or config["data"]["test_subjects"][0]
     demo = Path(config["results"]) / config["data"]["dataset"]
     data = Path(config["data"]["root"]) / config["data"]["dataset"]

@@ -26,11 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from models.cache_io import canonical_body
-from pipeline.ablation import merged
-from pipeline.config import stage_params, validate_config
+from pipeline.config import load_configs, stage_params
 from pipeline.meshio import read_ply
 from pipeline.metrics import load_truth, surface_distances
 from pipeline.reconstruct import run as reconstruct
@@ -79,10 +77,7 @@ def main() -> None:
                         "trousers or shorts")
     parser.add_argument("--write", nargs="*", type=Path, default=[])
     args = parser.parse_args()
-    config: dict = {}
-    for path in args.configfile:
-        config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    config = validate_config(config, source=" ".join(map(str, args.configfile)))
+    config = load_configs(args.configfile)
     results = Path(config["results"]) / config["data"]["dataset"]
     truth_root = Path(config["data"]["root"]) / config["data"]["dataset"] / "truth"
     subjects = args.subjects or [

@@ -19,10 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from pipeline.ablation import merged
-from pipeline.config import validate_config
+from pipeline.config import load_configs
 from pipeline.learning_curve import table
 from pipeline.results_doc import publish
 from pipeline.synthesize.population import population_of
@@ -42,10 +39,7 @@ def main() -> None:
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose learning_curve section to rewrite")
     args = parser.parse_args()
-    config: dict = {}
-    for path in args.configfile:
-        config = merged(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    config = validate_config(config, source=" ".join(map(str, args.configfile)))
+    config = load_configs(args.configfile)
     snakemake = Path(sys.executable).with_name("snakemake")
     if args.rerun_triggers:
         snakemake = f"{snakemake} --rerun-triggers {' '.join(args.rerun_triggers)}"

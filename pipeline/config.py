@@ -113,6 +113,17 @@ def _check_cross_references(config: dict[str, Any], source: str) -> None:
     check_curve(config, source)
 
 
+def load_configs(paths: list[Path]) -> dict[str, Any]:
+    """Several YAML config files merged in order (as ``snakemake --configfile a b``),
+    validated with defaults filled."""
+    from pipeline.ablation import merged
+
+    config: dict[str, Any] = {}
+    for path in paths:
+        config = merged(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    return validate_config(config, source=" ".join(map(str, paths)))
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file safely, validate it and fill defaults."""
     path = Path(path)
