@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from pipeline import evaluate
+from pipeline.ablation import merged
 from pipeline.config import load_configs, stage_params
 from pipeline.meshio import read_ply
 from pipeline.results_doc import publish
@@ -132,18 +133,24 @@ def main() -> None:
             "train": {"checkpoint": str(checkpoint.resolve())},
             "reconstruct": {"subjects": "test"},
             "pifu": {"enabled": False},
-            "synthesize": {"enabled": False, "populations": {}},
+            "synthesize": {"enabled": False},
             "learning_curve": {"variants": {}},
         }
-        overlay_file = args.out / f"{case}.yaml"
-        overlay_file.parent.mkdir(parents=True, exist_ok=True)
-        overlay_file.write_text(yaml.safe_dump(overlay, sort_keys=False))
+        # One whole config: a second --configfile merges into the first one's mappings, so
+        # it could not drop the source data set's populations (their subjects are not here).
+        case_config = merged(config, overlay)
+        case_config["synthesize"]["populations"] = {}
+        config_file = args.out / f"{case}.yaml"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(case_config, sort_keys=False))
         start = time.perf_counter()
         env = {**os.environ,  # the rules' `python` is this interpreter
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        # --nolock: every output lies under --out, so a workflow running beside it in this
+        # directory (the learning curve, say) writes none of them.
         subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores),
-                        "--configfile", *map(str, args.configfile), str(overlay_file),
-                        "--quiet", "--", "all"], check=True, env=env)
+                        "--configfile", str(config_file), "--nolock", "--quiet", "--", "all"],
+                       check=True, env=env)
         wall = time.perf_counter() - start
         results = args.out / "results" / case
         recon = results / "recon" / "pixel2isdf"

@@ -37,6 +37,14 @@ __all__ = ["CacheFiles", "Pixel2ISDFDataset", "ViewDataset", "ViewItems", "_to_t
 VIEW_SELECTIONS = ("across", "one_action")
 
 
+def distinct_view_counts(n_views: int, min_views: int) -> np.ndarray:
+    """The counts of distinct views an item may hold: the divisors of ``n_views`` from
+    ``min_views`` up (each view then repeats equally often, see ``Pixel2ISDFDataset``)."""
+    if not 1 <= min_views <= n_views:
+        raise ValueError(f"min_views must be in [1, n_views={n_views}], got {min_views}")
+    return np.array([k for k in range(min_views, n_views + 1) if n_views % k == 0])
+
+
 def select_views(index: CacheIndex, n: int | None, mode: str, seed: int) -> np.ndarray:
     """Rows of the ``view_ok`` views a reconstruction uses.
 
@@ -104,10 +112,16 @@ class Pixel2ISDFDataset(Dataset):
       point's nearest body vertex.
 
     The K views are drawn without replacement among all ``view_ok`` views of all actions.
+    With ``min_views`` below K, each item first draws how many distinct views it holds, k, among
+    the divisors of K from ``min_views`` up, and repeats each of its k views K / k times. The
+    fusion (mean, variance and softmax-weighted sum over a vertex's inputs) of k views
+    repeated alike equals theirs alone, so the network trains on k-view inputs at a fixed
+    batch shape: one photo of a person is then an input it has seen.
 
     Args:
         paths: cache files, one per subject.
-        n_views: K. n_points: P (drawn without replacement when the pool is large enough);
+        n_views: K. min_views: the fewest distinct views of an item (None: K; see above).
+        n_points: P (drawn without replacement when the pool is large enough);
             0 serves the inputs only (no ``points``/``sdf``: a cache without targets).
         seed: base of every draw. samples_per_subject: items per subject (an epoch's length).
         uint8_images: return ``images``/``alphas`` as uint8 0–255 (convert on the device:
@@ -123,9 +137,12 @@ class Pixel2ISDFDataset(Dataset):
                  seed: int = 0, samples_per_subject: int = 1, uint8_images: bool = False,
                  in_memory: bool = False, with_normals: bool = False,
                  masked: bool = True, rows: Sequence[np.ndarray] | None = None,
-                 with_body_sdf: bool = False, with_hull: bool = False) -> None:
+                 with_body_sdf: bool = False, with_hull: bool = False,
+                 min_views: int | None = None) -> None:
         if n_views < 1 or n_points < 0 or samples_per_subject < 1:
             raise ValueError("n_views and samples_per_subject must be >= 1, n_points >= 0")
+        self.distinct = distinct_view_counts(n_views, n_views if min_views is None
+                                             else min_views)
         self.caches = CacheFiles(paths, in_memory, masked)
         self.indexes = [load_index(p) for p in self.caches.paths]
         self.n_views, self.n_points, self.seed = n_views, n_points, seed
@@ -179,6 +196,9 @@ class Pixel2ISDFDataset(Dataset):
         s = i // self.samples_per_subject
         index, rng = self.indexes[s], np.random.default_rng((self.seed, i))
         rows = rng.choice(self.rows[s], size=self.n_views, replace=False)
+        if len(self.distinct) > 1:  # no extra draw otherwise: the same items as before
+            k = int(rng.choice(self.distinct))
+            rows = rows[np.arange(self.n_views) % k]
         images, alphas = self.caches.tensors(s, rows, self.uint8_images)
         actions = index.action_index[rows]
         extra = {"normals": self.caches.normals(s, rows)} if self.with_normals else {}

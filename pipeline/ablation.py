@@ -45,6 +45,7 @@ class Variant:
             fit without silhouette term or refit) or ``truth`` (oracle).
         model: overrides of ``train.model`` (and of ``train_normal.model`` for
             ``masked_input``).
+        train: overrides of the rest of the ``train`` section (``min_views``).
         report_chamfer: the report's Table 1 Chamfer for this row (None: not in the report).
         oracle: reads the synthetic truth, labelled as such.
     """
@@ -52,6 +53,7 @@ class Variant:
     label: str
     body: str = "fit"
     model: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
     report_chamfer: float | None = None
     oracle: bool = False
 
@@ -65,6 +67,8 @@ VARIANTS: dict[str, Variant] = {
                             model={"prior": "sphere", "hull_feature": False}),
     "hull_feature": Variant("with the silhouette feature (the mattes at each query point)",
                             model={"hull_feature": True}),
+    "few_views": Variant("trained on 1, 2 or 4 distinct views a sample",
+                         train={"min_views": 1}),
     "oracle_body": Variant("oracle: truth body", body="truth", oracle=True),
     "oracle_normal": Variant("oracle: truth normal maps", model={"input": "oracle_normal"},
                              oracle=True),
@@ -95,8 +99,8 @@ def variant(name: str) -> Variant:
 
 def train_section(train: Mapping[str, Any], name: str, steps: int | None) -> dict[str, Any]:
     """The ``train`` section a variant trains with: the config's, with the variant's model
-    overrides and, when given, ``steps`` training steps."""
-    out = merged(train, {"model": dict(variant(name).model)})
+    overrides (model and other train settings) and, when given, ``steps`` training steps."""
+    out = merged(train, {**variant(name).train, "model": dict(variant(name).model)})
     if steps is not None:
         out["run"] = merged(out["run"], {"steps": steps})
     return out

@@ -61,6 +61,9 @@ STAGES: dict[str, Stage] = {
                    "train Pixel2ISDF on the caches (checkpoints, resume, torchrun DDP)"),
     "train-pifu": Stage("pipeline.train:run_pifu", "pifu.train",
                         "train PIFu or Temporal PIFu on the caches' posed frames"),
+    "checkpoint-meta": Stage("pipeline.training.checkpoint:write_sidecars", None,
+                             "write checkpoints' <file>.meta.json sidecars (the header the "
+                             "Snakefile checks a given checkpoint by, without its weights)"),
     "reconstruct": Stage("pipeline.reconstruct:run", "reconstruct",
                          "a subject's canonical mesh from the trained Pixel2ISDF"),
     "evaluate": Stage("pipeline.evaluate:run", "evaluate",

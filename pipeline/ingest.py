@@ -88,7 +88,8 @@ def check_image(path: Path, params: IngestParams) -> tuple[dict[str, Any] | None
     except (OSError, SyntaxError, ValueError) as exc:
         kind = fmt or Image.registered_extensions().get(path.suffix.lower(), "image")
         return None, f"truncated or corrupt {kind}: {exc}"
-    if mode not in ("RGB", "L", "RGBA", "P", "CMYK", "YCbCr", "I;16", "LA"):
+    if mode not in ("RGB", "L", "RGBA", "P", "PA", "CMYK", "YCbCr", "LA", "1", "I", "F",
+                    "I;16", "I;16B", "I;16L"):  # pipeline.imageio.read_rgb scales each one
         return None, f"unsupported pixel mode {mode}"
     info = {"width": width, "height": height, "mode": mode, "format": fmt, "bytes": size,
             "sha256": file_sha256(path)}

@@ -20,7 +20,7 @@ from pipeline.backends import make_backend
 from pipeline.backends.matting import make_trimap
 from pipeline.crop import CropBox
 from pipeline.detect import CROP_FILE, OK
-from pipeline.imageio import read_gray, read_rgb, save_png
+from pipeline.imageio import read_matte, read_rgb, save_png
 from pipeline.io import atomic_directory, read_json, write_json
 from pipeline.progress import progress
 from pipeline.views import ORACLE_BACKEND, provenance, stage_header
@@ -48,7 +48,7 @@ class MaskParams:
 def _oracle_probability(truth: Path, action: str, view: str, crop: CropBox) -> np.ndarray:
     """The synthetic truth mask of a view, cut like the photo (bilinear), in [0, 1]."""
     path = Path(truth) / action / f"{view}_mask.png"
-    return crop.cut(read_gray(path), resample="bilinear").astype(np.float32) / 255.0
+    return crop.cut(read_matte(path), resample="bilinear").astype(np.float32)
 
 
 def mask_action(*, crops: Path, action: str, truth: Path, output: Path,

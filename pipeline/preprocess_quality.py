@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.config import load_config
 from pipeline.crop import CropBox, box_iou
 from pipeline.detect import CROP_FILE, OK
-from pipeline.imageio import read_gray
+from pipeline.imageio import read_gray, read_matte
 from pipeline.io import read_json
 from pipeline.skeleton import COCO17
 
@@ -81,7 +81,7 @@ def score_action(scores: Scores, results: Path, truth: Path, subject: str, actio
         tbox = np.asarray(t["box_xyxy"])
         iou = box_iou(np.asarray(record["box_xyxy"]), tbox)
         crop = CropBox.from_dict(record["crop"])
-        gt = crop.cut(read_gray(truth / subject / action / f"{view}_mask.png"), "nearest") > 127
+        gt = crop.cut(read_matte(truth / subject / action / f"{view}_mask.png"), "nearest") > 0.5
         before = mask_iou(read_gray(results / "mask" / subject / action /
                                     f"{view}_coarse.png") > 127, gt)
         after = mask_iou(read_gray(results / "mask" / subject / action / f"{view}.png") > 127,

@@ -1,4 +1,5 @@
-"""Signed distance, inside/outside labels and SDF training samples for closed triangle meshes.
+"""Signed distance, inside/outside labels and SDF training samples for closed triangle meshes
+(and, with ``closed=False``, for scans with holes that ``pipeline.scans`` found signable).
 
 Sign convention of the project: the SDF is NEGATIVE INSIDE the surface, POSITIVE OUTSIDE and
 zero on it, in the mesh's units (metres). ``occupancy`` is True inside, and for every point
@@ -105,6 +106,14 @@ def check_watertight(vertices: np.ndarray, faces: np.ndarray, name: str) -> None
                             + "; ".join(problems))
 
 
+def _check(vertices: np.ndarray, faces: np.ndarray, name: str, closed: bool) -> None:
+    """``check_watertight`` when ``closed``; else only the arrays' shapes and values."""
+    if closed:
+        check_watertight(vertices, faces, name)
+    else:
+        _as_mesh(vertices, faces, name)
+
+
 def read_watertight(path: str | Path, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
     """``(V, 3)`` float64 vertices and ``(F, 3)`` int64 faces of a closed, outward-oriented
     truth mesh file; PipelineError naming the file when it is missing, unreadable or open
@@ -146,7 +155,8 @@ def _sdf(v: np.ndarray, f: np.ndarray, p: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, *,
-                    name: str = "mesh", chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+                    name: str = "mesh", chunk: int = DEFAULT_CHUNK,
+                    closed: bool = True) -> np.ndarray:
     """Signed distance from ``points`` to the closed mesh: negative inside, positive outside.
 
     Args:
@@ -154,6 +164,8 @@ def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
         points: ``(N, 3)`` query points.
         name: the mesh's name (file) for error messages.
         chunk: query points per libigl call (memory bound, not a result change).
+        closed: refuse a mesh that is not watertight (``check_watertight``); False for a
+            scan with holes that ``pipeline.scans.read_scan`` has found signable.
 
     Returns:
         ``(N,)`` float32 SDF (exact Euclidean distance to the surface, winding-number sign).
@@ -161,28 +173,30 @@ def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     Raises:
         PipelineError: the mesh is not watertight / oriented (see ``check_watertight``).
     """
-    check_watertight(vertices, faces, name)
+    _check(vertices, faces, name, closed)
     v, f = _as_mesh(vertices, faces, name)
     return _sdf(v, f, _as_points(points, name), chunk)
 
 
 def sdf_function(vertices: np.ndarray, faces: np.ndarray, *, name: str = "mesh",
-                 chunk: int = DEFAULT_CHUNK) -> Callable[[np.ndarray], np.ndarray]:
+                 chunk: int = DEFAULT_CHUNK, closed: bool = True
+                 ) -> Callable[[np.ndarray], np.ndarray]:
     """``signed_distance`` with the mesh checked once: a function ``(N, 3) → (N,)`` float32
     for many calls on the same mesh (a grid's batches)."""
-    check_watertight(vertices, faces, name)
+    _check(vertices, faces, name, closed)
     v, f = _as_mesh(vertices, faces, name)
     return lambda points: _sdf(v, f, _as_points(points, name), chunk)
 
 
 def occupancy(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, *,
-              name: str = "mesh", chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+              name: str = "mesh", chunk: int = DEFAULT_CHUNK, closed: bool = True
+              ) -> np.ndarray:
     """Inside/outside labels (PIFu targets): ``(N,)`` bool, True inside the closed mesh.
 
     Same winding-number test as the sign of ``signed_distance``, so
     ``occupancy == np.signbit(signed_distance)`` for the same inputs.
     """
-    check_watertight(vertices, faces, name)
+    _check(vertices, faces, name, closed)
     v, f = _as_mesh(vertices, faces, name)
     return _signed(v, f, _as_points(points, name), chunk, with_distance=False)[0]
 
@@ -216,7 +230,7 @@ def sample_sdf_points(vertices: np.ndarray, faces: np.ndarray, n_points: int, *,
                       uniform_fraction: float = 0.2,
                       sigmas: float | Sequence[float] = (0.01, 0.05),
                       padding: float = 0.1, rng: np.random.Generator,
-                      name: str = "mesh") -> dict[str, np.ndarray]:
+                      name: str = "mesh", closed: bool = True) -> dict[str, np.ndarray]:
     """SDF training samples: a uniform share in the padded box, the rest near the surface.
 
     ``round(n_points * uniform_fraction)`` points are uniform in the mesh's axis-aligned
@@ -235,7 +249,7 @@ def sample_sdf_points(vertices: np.ndarray, faces: np.ndarray, n_points: int, *,
     sigma_list = [float(sigmas)] if np.isscalar(sigmas) else [float(s) for s in sigmas]
     if not sigma_list or min(sigma_list) < 0:
         raise ValueError(f"sigmas must be one or more values >= 0, got {sigmas!r}")
-    check_watertight(vertices, faces, name)
+    _check(vertices, faces, name, closed)
     v, f = _as_mesh(vertices, faces, name)
     n_uniform = round(n_points * uniform_fraction)
     n_near = n_points - n_uniform
@@ -254,7 +268,8 @@ def sample_sdf_points(vertices: np.ndarray, faces: np.ndarray, n_points: int, *,
 
 
 def sdf_volume(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding: float, *,
-               name: str = "mesh", chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
+               name: str = "mesh", chunk: int = DEFAULT_CHUNK, closed: bool = True
+               ) -> dict[str, np.ndarray]:
     """Exact signed distances on a regular grid over a cube around the mesh.
 
     The cube is centred on the mesh's bounding box, its half side the box's largest half
@@ -275,7 +290,7 @@ def sdf_volume(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding
     """
     if resolution < 2 or padding < 0:
         raise ValueError(f"need resolution >= 2 and padding >= 0, got {resolution}, {padding}")
-    check_watertight(vertices, faces, name)
+    _check(vertices, faces, name, closed)
     v, f = _as_mesh(vertices, faces, name)
     low, high = v.min(axis=0), v.max(axis=0)
     centre = (low + high) / 2

@@ -383,12 +383,11 @@ def curve_stage(section, wildcards):
     the model, the seed of the point and its variant's overrides."""
     size = len(curve_subjects(wildcards.size))
     values = section_of(section)
+    if section == "train":
+        values = train_section(values, wildcards.get("curve_variant", "full"), None)
     run = {**values["run"], "steps": CURVE[f"{section}_steps_per_subject"] * size}
     seed = int(wildcards.seed) if "seed" in wildcards.keys() else config["seed"]
-    model = curve_model(wildcards) if section == "train" else values["model"]
-    return json.dumps(
-        {"seed": seed, **values, "run": run, "model": model}, sort_keys=True
-    )
+    return json.dumps({"seed": seed, **values, "run": run}, sort_keys=True)
 
 
 def curve_reports(wildcards):

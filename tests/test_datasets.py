@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from models.cache_io import load_index, open_cache
-from models.data import Pixel2ISDFDataset, select_views
+from models.data import Pixel2ISDFDataset, distinct_view_counts, select_views
 from models.pifu.data import PifuDataset, balanced_draw, clip_frames, temporal_rows
 from pipeline.errors import PipelineError
 from tests.cache_fakes import CLOTHED_R, offset
@@ -81,6 +81,31 @@ def test_pixel2isdf_views_ok_only_across_actions(caches: list[Path]) -> None:
     assert mixed == len(data)  # 4 views never fit in one action of at most 3
     with pytest.raises(PipelineError, match="fewer than n_views=7"):
         Pixel2ISDFDataset(caches[:1], n_views=7)
+
+
+def test_distinct_view_counts_divide_n_views() -> None:
+    np.testing.assert_array_equal(distinct_view_counts(4, 1), [1, 2, 4])
+    np.testing.assert_array_equal(distinct_view_counts(6, 2), [2, 3, 6])
+    np.testing.assert_array_equal(distinct_view_counts(4, 4), [4])
+    with pytest.raises(ValueError, match="min_views"):
+        distinct_view_counts(4, 5)
+
+
+def test_min_views_repeats_fewer_distinct_views(caches: list[Path]) -> None:
+    data = Pixel2ISDFDataset(caches[:1], n_views=4, n_points=10, samples_per_subject=40,
+                             min_views=1)
+    counts = set()
+    for i in range(len(data)):
+        rows = data[i]["view_index"].tolist()
+        k = len(set(rows))
+        counts.add(k)
+        assert rows == rows[:k] * (4 // k)  # each distinct view repeated equally often
+    assert counts == {1, 2, 4}
+    # without min_views the items are those of before (no extra draw)
+    full = Pixel2ISDFDataset(caches[:1], n_views=4, n_points=10, samples_per_subject=40)
+    same = Pixel2ISDFDataset(caches[:1], n_views=4, n_points=10, samples_per_subject=40,
+                             min_views=4)
+    assert all(equal(full[i], same[i]) for i in (0, 5, 17))
 
 
 def test_deterministic_given_seed(caches: list[Path]) -> None:

@@ -113,6 +113,21 @@ def test_fusion_weights_and_invariance() -> None:
         == (1, 7, 6)
 
 
+def test_fusion_of_repeated_views_equals_theirs_alone() -> None:
+    """What ``train.min_views`` relies on: k views each repeated K / k times fuse to the
+    code of the k views."""
+    torch.manual_seed(0)
+    fusion = ViewFusion(in_channels=5, hidden=8, latent_dim=6)
+    feats = torch.randn(1, 2, 7, 5)
+    valid = torch.rand(1, 2, 7) > 0.3
+    feats = feats * valid.unsqueeze(-1)
+    alone, _ = fusion(feats, valid)
+    repeat = torch.tensor([0, 1, 0, 1])
+    torch.testing.assert_close(fusion(feats[:, repeat], valid[:, repeat])[0], alone)
+    one, _ = fusion(feats[:, :1], valid[:, :1])
+    torch.testing.assert_close(fusion(feats[:, [0] * 4], valid[:, [0] * 4])[0], one)
+
+
 def test_fusion_gradcheck() -> None:
     torch.manual_seed(0)
     fusion = ViewFusion(3, 4, 2).double()

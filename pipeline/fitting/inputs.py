@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.camera import Camera
 from pipeline.detect import CROP_FILE, OK
 from pipeline.errors import PipelineError
-from pipeline.imageio import read_gray
+from pipeline.imageio import read_matte
 from pipeline.io import read_json
 from pipeline.skeleton import COCO17
 
@@ -104,7 +104,7 @@ def load_action(subject: str, action: str, crops: Path, masks: Path,
         mask_path = Path(masks) / f"{view}.png"
         if not mask_path.is_file():
             raise PipelineError(f"{mask_path}: mask of view {view!r} is missing")
-        alpha = read_gray(mask_path).astype(np.float32) / 255.0
+        alpha = read_matte(mask_path)
         kp = _keypoints(points.get(view), points_file, view)
         if not np.any(kp[:, 2] > 0):
             log.warning("%s/%s/%s: no keypoints in this view; it constrains the fit by its "

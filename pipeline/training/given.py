@@ -2,8 +2,12 @@
 ``pifu.checkpoints``).
 
 A checkpoint given by path replaces the training rule, so it is checked when the workflow is
-planned, before any job runs: it must load, hold the right kind of network, and have been
-trained with the config's model settings. A mismatch names the file and every differing key.
+planned, before any job runs: it must be a checkpoint of this format, hold the right kind of
+network, and have been trained with the config's model settings. A mismatch names the file
+and every differing key. On a cluster every job parses the Snakefile again, so the check reads
+the checkpoint's header, not its weights: from the sidecar ``<checkpoint>.meta.json`` when it
+matches the file, else from the checkpoint memory-mapped, with a warning
+(pipeline/training/checkpoint.py, :func:`checkpoint_header`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from models.pifu.config import PifuConfig
 from models.pixel2isdf.config import NormalNetConfig, Pixel2ISDFConfig, from_mapping
 from pipeline.errors import PipelineError
-from pipeline.training.checkpoint import load_checkpoint, model_config
+from pipeline.training.checkpoint import checkpoint_header, model_config
 
 PIFU_KINDS = ("pifu", "temporal_pifu")
 
@@ -40,8 +44,7 @@ def check_given(path: str | Path, kind: str, cls: type, expected: Mapping[str, A
     """PipelineError unless ``path`` (the config's ``setting``) holds a ``kind`` network
     trained with ``expected`` (the config's ``section``) model settings."""
     path = Path(path)
-    data = load_checkpoint(path, kind=kind)
-    config = model_config(data, path)
+    config = model_config(checkpoint_header(path, kind=kind), path)
     found = config.get("model", {}) if kind in ("pixel2isdf", *PIFU_KINDS) else config
     differ = differing_keys(cls, found, expected, path, section)
     if differ:

@@ -160,8 +160,14 @@ class Pixel2ISDFTask:
                   "masked": self.cfg.masked_input,
                   "with_body_sdf": self.cfg.prior == "body",
                   "with_hull": self.cfg.hull_feature}
+        min_views = params.get("min_views")
+        if min_views is not None and min_views > params["n_views"]:
+            raise PipelineError(f"train.min_views ({min_views}) is larger than train.n_views "
+                                f"({params['n_views']}): a sample cannot hold more distinct "
+                                "views than it has inputs")
         self.train_set = Pixel2ISDFDataset(train_paths, seed=self.seed,
-                                           samples_per_subject=self.samples, **common)
+                                           samples_per_subject=self.samples,
+                                           min_views=params.get("min_views"), **common)
         self.val_set = None
         if test_paths:
             per = max(1, -(-run["val_batches"] * run["batch_size"] // len(test_paths)))

@@ -44,6 +44,7 @@ from pipeline.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    sidecar_path,
 )
 from pipeline.training.distributed import World, all_mean, close_world, init_world, resolve_device
 from pipeline.training.logger import RunLogger, write_summary
@@ -350,7 +351,8 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
         "final_validation": final, "history": logger.history, **meta}
     if world.is_main:
         write_summary(summary, result)
-        last.unlink(missing_ok=True)  # done: a forced rerun trains afresh
-        best_path.unlink(missing_ok=True)
+        for done in (last, best_path):  # done: a forced rerun trains afresh
+            done.unlink(missing_ok=True)
+            sidecar_path(done).unlink(missing_ok=True)
     logger.close()
     return result
