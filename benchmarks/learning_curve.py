@@ -9,6 +9,13 @@ Runs ``snakemake --cores N learning_curve`` with ``config.yaml`` and
 beside its fitted body), prints its table, and with ``--write`` puts it into section
 ``learning_curve`` of docs/results.md (section ``learning_curve_headline``, the short
 summary, of any other file), with the command, commit and date (pipeline/results_doc.py).
+
+``--reference demo=results/demo/train/pixel2isdf/checkpoint.pt`` also reconstructs and scores
+every test subject with a checkpoint trained elsewhere (the demo's: 5 subjects, its own step
+budget), from the curve's caches and with the curve's reconstruct and evaluate settings, and
+compares it with the curve's largest point per test set (section
+``learning_curve_reference``). Its meshes and reports stay under
+``results/<dataset>/curve/reference/<label>/`` and are reused.
 """
 
 from __future__ import annotations
@@ -18,13 +25,70 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from pipeline.config import load_configs
+import numpy as np
+
+from pipeline import evaluate, reconstruct
+from pipeline.config import load_configs, stage_params
 from pipeline.learning_curve import table
 from pipeline.results_doc import publish
 from pipeline.synthesize.population import population_of
 
 DEFAULT = [Path("config.yaml"), Path("presets/learning_curve.yaml")]
+SCORES = (("chamfer_cm", "Chamfer (cm)"), ("fscore_1cm", "F@1cm"))
+
+
+def reference_scores(config: dict[str, Any], label: str, checkpoint: Path
+                     ) -> dict[str, dict[str, float]]:
+    """Per test subject, the model's scores when ``checkpoint`` reconstructs it from the
+    curve's cache (reconstructed and scored once; reused afterwards)."""
+    results = Path(config["results"]) / config["data"]["dataset"]
+    truth = Path(config["data"]["root"]) / config["data"]["dataset"] / "truth"
+    folder = results / "curve" / "reference" / label
+    out = {}
+    for subject in config["data"]["test_subjects"]:
+        mesh, recon, scored = (folder / f"{subject}{suffix}"
+                               for suffix in (".ply", ".json", ".eval.json"))
+        cache = results / "cache" / f"{subject}.h5"
+        if not scored.is_file():
+            reconstruct.run(checkpoint=checkpoint, cache=cache, output=mesh, report=recon,
+                            params=stage_params(config, "reconstruct"))
+            evaluate.run(mesh=mesh, recon=recon, truth=truth / subject / "canonical_clothed.ply",
+                         truth_body=truth / subject / "canonical_body.ply", cache=cache,
+                         output=scored, model=f"reference/{label}",
+                         params=stage_params(config, "evaluate"))
+        out[subject] = json.loads(scored.read_text())["metrics"]["model"]
+    return out
+
+
+def reference_table(config: dict[str, Any], references: dict[str, Path]) -> str:
+    """Each reference checkpoint beside the curve's largest point, per test set: mean over
+    the set's subjects (and, for the curve, its seeds)."""
+    results = Path(config["results"]) / config["data"]["dataset"]
+    curve = config["learning_curve"]
+    largest = max(curve["sizes"])
+    sets: dict[str, list[str]] = {}
+    for subject in config["data"]["test_subjects"]:
+        sets.setdefault(population_of(config, subject), []).append(subject)
+    rows = {label: reference_scores(config, label, path) for label, path in references.items()}
+    lines = ["| test set | model | " + " | ".join(name for _, name in SCORES) + " |",
+             "|---|---|" + "---|" * len(SCORES)]
+    for name, subjects in sets.items():
+        curve_rows = [json.loads((results / "eval" / "curve" / f"n{largest}" / f"seed{seed}"
+                                  / f"{s}.json").read_text())["metrics"]
+                      for seed in curve["seeds"] for s in subjects]
+        for label, metrics in [(f"curve, n = {largest} ({len(curve['seeds'])} seeds)",
+                                [m["model"] for m in curve_rows]),
+                               ("fitted body", [m["fitted_body"] for m in curve_rows]),
+                               *((f"reference: {label}", [scores[s] for s in subjects])
+                                 for label, scores in rows.items())]:
+            cells = [f"{np.mean([m[key] for m in metrics]):.3f}" for key, _ in SCORES]
+            lines.append(f"| {name} ({', '.join(subjects)}) | {label} | " + " | ".join(cells)
+                         + " |")
+    sources = ", ".join(f"{label}: {path}" for label, path in references.items())
+    return (f"Reference checkpoints ({sources}) reconstructed from the curve's caches with "
+            "the curve's settings, beside the curve's largest point.\n\n" + "\n".join(lines))
 
 
 def main() -> None:
@@ -36,6 +100,8 @@ def main() -> None:
                         "edited mid-run without changing what it computes)")
     parser.add_argument("--sizes", nargs="+", type=int, default=None,
                         help="only these points (a partial curve, labelled as such)")
+    parser.add_argument("--reference", nargs="+", default=[], metavar="LABEL=CHECKPOINT",
+                        help="checkpoints trained elsewhere to score on the same test sets")
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose learning_curve section to rewrite")
     args = parser.parse_args()
@@ -71,9 +137,16 @@ def main() -> None:
         headline = (folder / "headline.md").read_text(encoding="utf-8")
     table_text = text
     print(table_text)
+    references = dict(item.split("=", 1) for item in args.reference)
+    compared = reference_table(config, {k: Path(v) for k, v in references.items()}) \
+        if references else None
+    if compared:
+        print("\n" + compared)
     for doc in args.write:
         if doc.name == "results.md":
             publish(doc, "learning_curve", table_text)
+            if compared:
+                publish(doc, "learning_curve_reference", compared)
         else:
             publish(doc, "learning_curve_headline", headline)
 

@@ -36,7 +36,8 @@ from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray, read_rgb
 from pipeline.io import atomic_path, file_sha256, read_json
 from pipeline.progress import progress
-from pipeline.sdf import read_watertight, sample_sdf_points, sdf_volume, surface_samples
+from pipeline.scans import ScanPolicy, ScanSign
+from pipeline.sdf import sample_sdf_points, sdf_volume, surface_samples
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,21 @@ def load_fit(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def checked_mesh(path: Path, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """``(V, 3)`` float64 vertices and ``(F, 3)`` faces of a watertight truth mesh."""
-    return read_watertight(path, f" (the cache's targets need it){hint}")
+def checked_mesh(path: Path, policy: ScanPolicy, hint: str = "") -> TruthMesh:
+    """A truth scan the targets can be signed from: closed, or open and signable under
+    ``policy`` (``data.scans``; pipeline/scans.py)."""
+    vertices, faces, sign = policy.read(path, f" (the cache's targets need it){hint}")
+    return TruthMesh(vertices, faces, sign)
+
+
+@dataclass(frozen=True)
+class TruthMesh:
+    """A truth scan: ``vertices (V, 3)`` float64, ``faces (F, 3)`` int64 and how well its
+    winding number signs space."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    sign: ScanSign
 
 
 @dataclass(frozen=True)
@@ -239,22 +252,23 @@ def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path | No
     return note
 
 
-def _write_targets(h5: h5py.File, canonical: tuple[np.ndarray, np.ndarray],
-                   posed: dict[str, tuple[np.ndarray, np.ndarray]], names: dict[str, str],
-                   p: CacheParams, subject: str) -> None:
+def _write_targets(h5: h5py.File, canonical: TruthMesh, posed: dict[str, TruthMesh],
+                   names: dict[str, str], p: CacheParams, subject: str) -> None:
     """``sdf/``, ``surface/`` and ``pifu/<action>/`` sampled from the truth meshes."""
     sampling = {"uniform_fraction": p.uniform_fraction, "sigmas": list(p.sigmas),
                 "padding": p.padding}
     with progress(2 + len(posed), f"cache {subject} targets", unit="mesh") as bar:
-        samples = sample_sdf_points(*canonical, p.n_sdf_points, **sampling,
-                                    rng=stream(p.seed, subject, "sdf"), name=names["canonical"])
+        samples = sample_sdf_points(canonical.vertices, canonical.faces, p.n_sdf_points,
+                                    **sampling, rng=stream(p.seed, subject, "sdf"),
+                                    name=names["canonical"], closed=canonical.sign.closed)
         group = h5.create_group("sdf")
         group.attrs.update(json_attrs(sampling))
         _array(group, "points", samples["points"], p)
         _array(group, "values", samples["sdf"], p)
         _array(group, "kind", samples["kind"], p)
         bar.update()
-        points, normals = surface_samples(*canonical, p.n_surface_points,
+        points, normals = surface_samples(canonical.vertices, canonical.faces,
+                                          p.n_surface_points,
                                           stream(p.seed, subject, "surface"),
                                           name=names["canonical"])
         group = h5.create_group("surface")
@@ -264,10 +278,11 @@ def _write_targets(h5: h5py.File, canonical: tuple[np.ndarray, np.ndarray],
         # PIFu's pool: 4N surface points + N(0, 5 cm) and N/4 uniform in the box (1/17)
         pifu_sampling = {"uniform_fraction": p.pifu_uniform_fraction,
                          "sigmas": [p.pifu_sigma], "padding": p.padding}
-        for action, (vertices, faces) in posed.items():
-            drawn = sample_sdf_points(vertices, faces, p.n_pifu_points, **pifu_sampling,
+        for action, mesh in posed.items():
+            drawn = sample_sdf_points(mesh.vertices, mesh.faces, p.n_pifu_points,
+                                      **pifu_sampling,
                                       rng=stream(p.seed, subject, f"pifu/{action}"),
-                                      name=names[action])
+                                      name=names[action], closed=mesh.sign.closed)
             inside = np.signbit(drawn["sdf"])  # == sdf.occupancy (same winding-number test)
             group = h5.create_group(f"pifu/{action}")
             group.attrs.update(json_attrs(pifu_sampling))
@@ -298,9 +313,11 @@ def json_attrs(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Path | None,
-                output: Path, params: dict[str, Any]) -> dict[str, Any]:
+                output: Path, params: dict[str, Any],
+                scans: ScanPolicy | None = None) -> dict[str, Any]:
     """Write ``output`` (see the module docstring and ``docs/cache.md``); return a summary.
-    ``truth`` None: a subject without a scan, cached without targets.
+    ``truth`` None: a subject without a scan, cached without targets. ``scans``: which truth
+    scans may have holes (``data.scans``; default: the defaults).
 
     Raises:
         PipelineError: an unreadable or inconsistent input (named), or a truth mesh that is
@@ -318,14 +335,15 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
     sources = {"fit": fit, **{f"crops/{a}/{CROP_FILE}": f for a, f in crop_files.items()}}
     names: dict[str, str] = {}
     canonical = None
-    posed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    posed: dict[str, TruthMesh] = {}
+    policy = scans or ScanPolicy()
     if truth is not None:
         names["canonical"] = str(truth / CANONICAL_MESH)
-        canonical = checked_mesh(truth / CANONICAL_MESH)
+        canonical = checked_mesh(truth / CANONICAL_MESH, policy)
         if p.n_pifu_points > 0:
             for action in actions:
                 names[action] = str(truth / action / POSED_MESH)
-                posed[action] = checked_mesh(truth / action / POSED_MESH,
+                posed[action] = checked_mesh(truth / action / POSED_MESH, policy,
                                              "; set cache.n_pifu_points: 0 to skip PIFu targets")
         sources |= {f"truth/{CANONICAL_MESH}": truth / CANONICAL_MESH,
                     **{f"truth/{a}/{POSED_MESH}": truth / a / POSED_MESH for a in posed}}
@@ -365,6 +383,7 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
                                     else "absent: cache.n_pifu_points is 0")
         h5.attrs["targets"] = "present" if canonical is not None else NO_TRUTH
         if canonical is not None:
+            h5.attrs["truth_sign"] = json.dumps(canonical.sign.as_dict(), sort_keys=True)
             _write_targets(h5, canonical, posed, names, p, subject)
     summary = {"subject": subject, "views": len(rows), "views_ok": int(sum(r.ok for r in rows)),
                "actions": len(actions), "bytes": output.stat().st_size,
@@ -380,7 +399,7 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
 
 
 def run(*, subject: str, fit: Path, crops: Path, masks: Path, output: Path,
-        params: dict[str, Any], truth: Path | None = None) -> None:
-    """CLI entry: ``python -m pipeline cache``."""
+        params: dict[str, Any], truth: Path | None = None, scans: str | None = None) -> None:
+    """CLI entry: ``python -m pipeline cache``; ``scans``: ``data.scans`` as JSON."""
     build_cache(subject=subject, fit=fit, crops=crops, masks=masks, truth=truth, output=output,
-                params=params)
+                params=params, scans=ScanPolicy.from_json(scans))

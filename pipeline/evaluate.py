@@ -7,7 +7,11 @@ two baselines scored by the same code against the same truth
 - ``fitted_body``: the fitted naked canonical body from the subject's cache (what the body
   prior alone gives, with no network);
 - ``truth_body``: the truth naked body (``truth/<subject>/canonical_body.ply``), the best a
-  naked-body prior could do.
+  naked-body prior could do. Only our generator has one: where the file does not exist (a
+  real data set) the row is left out and the log says so.
+
+The truth may be a scan with holes (``data.scans``, pipeline/scans.py): its inside for the
+volume IoU is then the winding number's, and a scan too broken to sign is refused, named.
 
 Writes ``eval/<model>/<subject>.json``. The summary (:func:`summarize`) gathers every subject
 into ``metrics.csv`` (one row per subject and mesh, then the means per split), a Markdown
@@ -37,6 +41,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.meshio import read_ply
 from pipeline.metrics import SurfaceMetrics, compare_meshes, load_truth, markdown_table
+from pipeline.scans import ScanPolicy
 from pipeline.selfcheck import load_selfchecks, selfcheck_table
 
 log = logging.getLogger(__name__)
@@ -64,31 +69,41 @@ def prediction(mesh: Path, recon: Mapping[str, Any]) -> tuple[np.ndarray, np.nda
 
 
 def _compare(pred: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray],
-             params: Mapping[str, Any]) -> SurfaceMetrics:
+             params: Mapping[str, Any], truth_closed: bool = True) -> SurfaceMetrics:
     return compare_meshes(*pred, *truth, n_samples=params["n_samples"], n_iou=params["n_iou"],
                           iou_padding=params["iou_padding"], seed=params["seed"],
-                          mvp_samples=params["mvp_samples"])
+                          mvp_samples=params["mvp_samples"], truth_closed=truth_closed)
 
 
-def run(*, mesh: Path, recon: Path, truth: Path, truth_body: Path, cache: Path, output: Path,
-        model: str = "pixel2isdf", params: dict[str, Any]) -> dict[str, Any]:
-    """Score one subject's reconstruction and both baselines against its truth mesh.
+def run(*, mesh: Path, recon: Path, truth: Path, cache: Path, output: Path,
+        truth_body: Path | None = None, model: str = "pixel2isdf", scans: str | None = None,
+        params: dict[str, Any]) -> dict[str, Any]:
+    """Score one subject's reconstruction and the baselines against its truth scan.
+
+    ``truth_body``: the truth naked body, scored where the file exists. ``scans``:
+    ``data.scans`` as JSON (which truth scans may have holes; None: the defaults).
 
     Raises:
-        PipelineError: naming the file, when the truth (clothed or naked) is missing or not
-            closed, or the reconstruction or cache cannot be read.
+        PipelineError: naming the file, when the truth is missing, not closed and not
+            signable, or the reconstruction or cache cannot be read.
     """
     start = time.perf_counter()
     report = read_json(recon)
-    truth_mesh = load_truth(truth)
-    meshes = {"model": prediction(mesh, report), "fitted_body": canonical_body(cache),
-              "truth_body": load_truth(truth_body)}
-    metrics = {name: _compare(arrays, truth_mesh, params) for name, arrays in meshes.items()}
+    truth_v, truth_f, sign = ScanPolicy.from_json(scans).read(truth, " (the evaluation's truth)")
+    meshes = {"model": prediction(mesh, report), "fitted_body": canonical_body(cache)}
+    if truth_body is not None and Path(truth_body).is_file():
+        meshes["truth_body"] = load_truth(truth_body)
+    else:
+        log.info("%s: no truth naked body (%s): its baseline row is left out",
+                 report.get("subject", mesh.stem), truth_body)
+    metrics = {name: _compare(arrays, (truth_v, truth_f), params, sign.closed)
+               for name, arrays in meshes.items()}
     ours, prior = metrics["model"], metrics["fitted_body"]
     beats = bool(ours.surface and ours.chamfer_cm < prior.chamfer_cm)
     summary = {
         "subject": report.get("subject", mesh.stem), "split": report.get("split", "test"),
         "model": model, "surface": ours.surface, "truth": str(truth),
+        "truth_sign": sign.as_dict(),
         "metrics": {name: m.to_dict() for name, m in metrics.items()},
         "beats_fitted_body": beats, "n_views": report.get("n_views"),
         "components": count_components(*meshes["model"]),
@@ -127,7 +142,8 @@ def load_reports(reports: Sequence[Path]) -> list[dict[str, Any]]:
     for path in reports:
         data = read_json(path)
         missing = {"subject", "split", "model", "metrics"} - set(data)
-        if missing or set(data.get("metrics", {})) != set(MESHES):
+        meshes = set(data.get("metrics", {}))
+        if missing or not {"model", "fitted_body"} <= meshes <= set(MESHES):
             raise PipelineError(f"{path} is not an evaluation report (missing "
                                 f"{sorted(missing) or 'per-mesh metrics'})")
         loaded.append(data)
@@ -227,22 +243,26 @@ def summarize(*, reports: list[Path] | None = None, selfchecks: list[Path] | Non
     (model,) = names
     rows, means, counts = [], {}, {}
     sections = [f"# Evaluation of {model}", "Distances in cm, lower is better; NC, F-scores "
-                "and IoU higher is better (docs/evaluation.md)."]
+                "and IoU higher is better (docs/evaluation.md). MVP CD is the MVP-Human "
+                "challenge's Chamfer: 10,000 area-uniform samples on each surface, each to "
+                "the other mesh's nearest vertex, not squared, × 100, the mean of both "
+                "directions, no alignment."]
     for split in dict.fromkeys(d["split"] for d in loaded):
         group = [d for d in loaded if d["split"] == split]
-        per_mesh = {mesh: [metrics_of(d["metrics"][mesh]) for d in group] for mesh in MESHES}
+        shared = [m for m in MESHES if all(m in d["metrics"] for d in group)]
+        per_mesh = {mesh: [metrics_of(d["metrics"][mesh]) for d in group] for mesh in shared}
         for d in group:
-            for mesh in MESHES:
+            for mesh in (m for m in MESHES if m in d["metrics"]):
                 rows.append((d["subject"], split, mesh, metrics_of(d["metrics"][mesh])))
         means[split] = {mesh: mean_metrics(ms) for mesh, ms in per_mesh.items()}
-        for mesh in MESHES:
+        for mesh in shared:
             rows.append(("mean", split, mesh, means[split][mesh]))
         counts[split] = (len(group), sum(bool(d["beats_fitted_body"]) for d in group),
                          sum(not d["surface"] for d in group))
         subjects = ", ".join(d["subject"] for d in group)
         sections.append(f"## {split} subjects: mean over {len(group)} ({subjects})")
         sections.append(markdown_table([(MESH_LABELS[m].format(model=model),
-                                         means[split][m]) for m in MESHES]).rstrip())
+                                         means[split][m]) for m in shared]).rstrip())
     if loaded:
         sections.append("\n".join(_verdicts(model, means, counts)))
     if checks:
@@ -256,8 +276,8 @@ def summarize(*, reports: list[Path] | None = None, selfchecks: list[Path] | Non
     for d in loaded:
         sections.append(f"## {d['subject']} ({d['split']}, {d['n_views']} views)")
         sections.append(markdown_table([(MESH_LABELS[m].format(model=model),
-                                         metrics_of(d["metrics"][m])) for m in MESHES]
-                                       ).rstrip())
+                                         metrics_of(d["metrics"][m])) for m in MESHES
+                                        if m in d["metrics"]]).rstrip())
     text = "\n\n".join(sections) + "\n"
     write_tables(csv_output, markdown, html_output, _csv_text(rows), text,
                  f"Evaluation of {model}")

@@ -122,13 +122,17 @@ def scale_report(model: Any, result: FitResult, settings: FitSettings,
                  subject: str) -> dict[str, Any]:
     """Where the fit's size comes from and the height it found (the report's ``scale``); a
     warning naming ``fit.height_m`` when only the prior sets it."""
-    source = scale_source(settings.camera, settings.height_m)
+    views = np.asarray(result.valid).sum(axis=1).tolist()  # fitted views per action
+    source = scale_source(settings.camera, settings.height_m, views)
     with torch.no_grad():
         height = float(standing_height(model, torch.as_tensor(result.shape)))
     if source == "prior":
-        log.warning("%s: no cameras and no known height: the body's size (%.2f m standing) "
+        why = ("no cameras" if settings.camera != "calibrated"
+               else "one calibrated photo per pose (a size the photo cannot tell from distance)")
+        log.warning("%s: %s and no known height: the body's size (%.2f m standing) "
                     "comes from the shape prior (fit.anny.prior_phenotype); give the "
-                    "person's height as fit.height_m.%s to fix it", subject, height, subject)
+                    "person's height as fit.height_m.%s to fix it", subject, why, height,
+                    subject)
     return {"source": source, "standing_height_m": round(height, 4),
             "given_height_m": settings.height_m}
 

@@ -160,19 +160,22 @@ def mvp_chamfer_cm(pred_v: np.ndarray, pred_f: np.ndarray, truth_v: np.ndarray,
 
 
 def volume_iou(pred_v: np.ndarray, pred_f: np.ndarray, truth_v: np.ndarray,
-               truth_f: np.ndarray, n: int, padding: float, rng: np.random.Generator) -> float:
+               truth_f: np.ndarray, n: int, padding: float, rng: np.random.Generator,
+               truth_closed: bool = True) -> float:
     """Monte-Carlo volumetric IoU from ``n`` points uniform in the truth's padded box.
 
     The box is the truth's axis-aligned bounding box grown on every side by ``padding`` × its
     diagonal; prediction volume outside it is not seen. Inside tests use the generalised winding
-    number: the truth must be closed and outward (``pipeline.sdf.occupancy`` checks it); the
+    number: the truth must be closed and outward (``pipeline.sdf.occupancy`` checks it), or
+    ``truth_closed`` False for a scan with holes found signable (``pipeline.scans``); the
     prediction need not be closed and may be inside out (inside where |w| > 0.5). A prediction
     without faces has no volume. NaN only if no point falls inside either mesh.
     """
     low, high = truth_v.min(axis=0), truth_v.max(axis=0)
     margin = padding * float(np.linalg.norm(high - low))
     points = rng.uniform(low - margin, high + margin, size=(n, 3))
-    inside_truth = occupancy(truth_v, truth_f, points, name="truth", chunk=CHUNK)
+    inside_truth = occupancy(truth_v, truth_f, points, name="truth", chunk=CHUNK,
+                             closed=truth_closed)
     inside_pred = np.zeros(n, dtype=bool)
     if len(pred_f):
         for start in range(0, n, CHUNK):
@@ -186,7 +189,7 @@ def volume_iou(pred_v: np.ndarray, pred_f: np.ndarray, truth_v: np.ndarray,
 def compare_meshes(pred_v: np.ndarray, pred_f: np.ndarray, truth_v: np.ndarray,
                    truth_f: np.ndarray, *, n_samples: int = 100_000, n_iou: int = 100_000,
                    iou_padding: float = 0.1, seed: int = 0,
-                   mvp_samples: int = 10_000) -> SurfaceMetrics:
+                   mvp_samples: int = 10_000, truth_closed: bool = True) -> SurfaceMetrics:
     """Score a predicted mesh against the truth mesh, both in metres, without alignment.
 
     Distances: ``n_samples`` area-uniform samples on each mesh; exact point-to-triangle distance
@@ -215,7 +218,8 @@ def compare_meshes(pred_v: np.ndarray, pred_f: np.ndarray, truth_v: np.ndarray,
     if min(n_samples, n_iou, mvp_samples) < 1 or iou_padding < 0:
         raise ValueError("need n_samples, n_iou, mvp_samples >= 1 and iou_padding >= 0")
     tv, tf = _mesh_arrays(truth_v, truth_f, "truth")
-    check_watertight(tv, tf, "truth")
+    if truth_closed:  # else a scan with holes that pipeline.scans found signable
+        check_watertight(tv, tf, "truth")
     pv, pf = _mesh_arrays(pred_v, pred_f, "prediction")
     pf = _drop_degenerate(pv, pf) if len(pf) else pf
     surface_seed, iou_seed, mvp_seed = np.random.SeedSequence(seed).spawn(3)
@@ -236,7 +240,8 @@ def compare_meshes(pred_v: np.ndarray, pred_f: np.ndarray, truth_v: np.ndarray,
     cos_pt = np.abs(np.einsum("ij,ij->i", pred_normals, truth_face_normals[truth_face]))
     cos_tp = np.abs(np.einsum("ij,ij->i", truth_normals, pred_face_normals[pred_face]))
     f1, f2 = (fscore(p2s_cm, s2p_cm, tau) for tau in FSCORE_THRESHOLDS_CM)
-    iou = volume_iou(pv, pf, tv, tf, n_iou, iou_padding, np.random.default_rng(iou_seed))
+    iou = volume_iou(pv, pf, tv, tf, n_iou, iou_padding, np.random.default_rng(iou_seed),
+                     truth_closed)
     mvp = mvp_chamfer_cm(pv, pf, tv, tf, mvp_samples, np.random.default_rng(mvp_seed))
     p2s_mean, s2p_mean = float(np.mean(p2s_cm)), float(np.mean(s2p_cm))
     return SurfaceMetrics(

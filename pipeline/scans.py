@@ -17,6 +17,7 @@ limit is refused, naming it: a scan too broken to sign is never trained on or sc
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,30 @@ PROBE_SAMPLES = 20_000
 """Surface points probed per scan (each one inside and one outside)."""
 UNSURE_BAND = 0.25
 """A winding number within this of 0.5 is a guess, not a sign."""
+
+
+@dataclass(frozen=True)
+class ScanPolicy:
+    """``data.scans``: whether scans may have holes, and how unsure a sign may be.
+
+    open: accept a scan that is not closed when the winding number signs it.
+    max_unsure: the largest share of its surface where the sign is unsure (see ScanSign).
+    probe_mm: the probes' distance from the surface, millimetres.
+    """
+
+    open: bool = True
+    max_unsure: float = 0.05
+    probe_mm: float = 3.0
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ScanPolicy:
+        """The policy of a ``data.scans`` mapping given as JSON (None: the defaults)."""
+        return cls() if text is None else cls(**json.loads(text))
+
+    def read(self, path: str | Path, hint: str = "") -> tuple[np.ndarray, np.ndarray, ScanSign]:
+        """:func:`read_scan` under this policy."""
+        return read_scan(path, open_scans=self.open, max_unsure=self.max_unsure,
+                         probe_m=self.probe_mm / 1000.0, hint=hint)
 
 
 @dataclass(frozen=True)
@@ -174,3 +199,22 @@ def read_scan(path: str | Path, *, open_scans: bool = True, max_unsure: float = 
             f"{sign.unsure_share:.1%} of its surface ({boundary} open edges), more than "
             f"data.scans.max_unsure ({max_unsure:.1%}); close its holes or leave it out")
     return vertices, faces, sign
+
+
+def punch_holes(vertices: np.ndarray, faces: np.ndarray, *, n_random: int = 3,
+                radius: float = 0.04, rng: np.random.Generator) -> np.ndarray:
+    """The faces of a canonical scan (Z up) with holes where real scans have them: the soles
+    (faces within ``radius`` of the lowest point of each foot), the crown (of the top) and
+    ``n_random`` patches of that radius at random surface points. ``(F', 3)``."""
+    centroids = vertices[faces].mean(axis=1)
+    z = centroids[:, 2]
+    low = z < z.min() + radius
+    soles = [centroids[low & (centroids[:, 0] < 0)], centroids[low & (centroids[:, 0] >= 0)]]
+    centres = [part[np.argmin(part[:, 2])] for part in soles if len(part)]
+    centres.append(centroids[np.argmax(z)])
+    if n_random:
+        centres.extend(centroids[rng.choice(len(faces), size=n_random, replace=False)])
+    gone = np.zeros(len(faces), dtype=bool)
+    for centre in centres:
+        gone |= np.linalg.norm(centroids - centre, axis=1) < radius
+    return faces[~gone]

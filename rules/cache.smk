@@ -30,7 +30,9 @@ rule cache:
         crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
         masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
         truth=truth_option,
+        scans=SCANS,
     shell:
         "IGL_NUM_THREADS={threads} python -m pipeline cache --params {params.stage:q}"
         " --subject {wildcards.subject} --fit {input.fit} --crops {params.crops}"
-        " --masks {params.masks} {params.truth} --output {output} 2> {log}"
+        " --masks {params.masks} {params.truth} --scans {params.scans:q}"
+        " --output {output} 2> {log}"

@@ -14,6 +14,7 @@ DATASET = config["data"]["dataset"]
 SUBJECTS = config["data"]["subjects"]
 DATA = Path(config["data"]["root"]) / DATASET
 TRUTH = DATA / "truth"
+SCANS = json.dumps(config["data"]["scans"], sort_keys=True)  # truth scans with holes
 RESULTS = Path(config["results"]) / DATASET
 LOGS = Path("logs") / DATASET
 SYNTHETIC = config["synthesize"]["enabled"]

@@ -1,4 +1,5 @@
-# Evaluation: each reconstruction and both body baselines against the truth clothed mesh.
+# Evaluation: each reconstruction and the body baselines against the truth clothed scan
+# (the truth naked body's row where the data set has one).
 
 
 rule evaluate:
@@ -20,12 +21,13 @@ rule evaluate:
         mem_mb=4000,
     params:
         stage=stage_params("evaluate"),
+        scans=SCANS,
     shell:
         "IGL_NUM_THREADS={threads} python -m pipeline evaluate --params {params.stage:q}"
         " --mesh {input.mesh} --recon {input.recon} --cache {input.cache}"
         " --truth {input.truth}/canonical_clothed.ply"
         " --truth-body {input.truth}/canonical_body.ply --model {wildcards.model}"
-        " --output {output} 2> {log}"
+        " --scans {params.scans:q} --output {output} 2> {log}"
 
 
 rule evaluate_summary:

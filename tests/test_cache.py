@@ -22,6 +22,8 @@ from pipeline.cache import build_cache
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
 from pipeline.meshio import read_ply, write_ply
+from pipeline.scans import ScanPolicy
+from pipeline.sdf import signed_distance
 from pipeline.train import check_training_caches
 from tests.cache_fakes import CLOTHED_R, SMALL, X0, Y0, build, make_subject, offset
 
@@ -178,16 +180,34 @@ def test_version_refusal_and_bad_files(cached: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mesh", ["canonical_clothed.ply", "act01/clothed.ply"])
-def test_non_watertight_truth_is_refused(tmp_path: Path, mesh: str) -> None:
+def test_open_truth_is_refused_when_scans_must_be_closed(tmp_path: Path, mesh: str) -> None:
     paths = make_subject(tmp_path)
     broken = paths["truth"] / mesh
     loaded = read_ply(broken)
     write_ply(broken, loaded.vertices, loaded.faces[1:])
     output = tmp_path / "cache" / "s.h5"
     with pytest.raises(PipelineError, match=re.escape(str(broken))) as err:
-        build_cache(subject="s", output=output, params=dict(SMALL), **paths)
+        build_cache(subject="s", output=output, params=dict(SMALL),
+                    scans=ScanPolicy(open=False), **paths)
     assert "open boundary edges" in str(err.value)
     assert not output.exists()
+
+
+def test_truth_with_a_hole_gives_the_closed_twins_targets(tmp_path: Path) -> None:
+    """A scan with a hole (data.scans.open, the default) is signed by its winding number:
+    the same SDF targets as the closed scan away from the hole."""
+    paths = make_subject(tmp_path)
+    scan = paths["truth"] / "canonical_clothed.ply"
+    loaded = read_ply(scan)
+    write_ply(scan, loaded.vertices, loaded.faces[1:])
+    output = tmp_path / "cache" / "s.h5"
+    build_cache(subject="s", output=output, params=dict(SMALL), **paths)
+    opened = datasets(output)
+    exact = signed_distance(np.asarray(loaded.vertices), np.asarray(loaded.faces),
+                            opened["sdf/points"])
+    assert (np.sign(opened["sdf/values"]) == np.sign(exact)).mean() > 0.99
+    with h5py.File(output) as h5:
+        assert json.loads(h5.attrs["truth_sign"])["closed"] is False
 
 
 def test_deterministic(cached: Path, tmp_path: Path) -> None:

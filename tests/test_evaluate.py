@@ -88,9 +88,36 @@ def test_bad_truth_names_the_file_and_writes_nothing(subject, tmp_path: Path,
     if problem == "open":
         v, f = sphere(CLOTHED_R)
         write_ply(truth, v, f[:-3])  # three faces gone: a hole
+    closed_only = json.dumps({"open": False})  # data.scans.open: false
     with pytest.raises(PipelineError, match=str(truth)):
-        _evaluate(subject, tmp_path, "bad", CLOTHED_R, truth=truth)
+        _evaluate(subject, tmp_path, "bad", CLOTHED_R, truth=truth, scans=closed_only)
     assert not (tmp_path / "eval" / "bad.json").exists()
+
+
+def test_a_truth_scan_with_a_hole_scores_as_its_closed_twin(subject, tmp_path: Path) -> None:
+    closed, _ = _evaluate(subject, tmp_path, "closed", CLOTHED_R - 0.01)
+    v, f = sphere(CLOTHED_R, 4)
+    holed = tmp_path / "holed.ply"
+    write_ply(holed, v, f[v[f].mean(axis=1)[:, 2] < 0.95 * CLOTHED_R])  # the crown cut off
+    opened, _ = _evaluate(subject, tmp_path, "opened", CLOTHED_R - 0.01, truth=holed)
+    assert opened["truth_sign"]["closed"] is False and closed["truth_sign"]["closed"] is True
+    # the inside (volume IoU) is the closed twin's; distances see the hole (samples on the
+    # model's crown find no truth surface there), so they only grow
+    assert opened["metrics"]["model"]["iou"] == pytest.approx(
+        closed["metrics"]["model"]["iou"], rel=0.02)
+    assert opened["metrics"]["model"]["chamfer_cm"] >= closed["metrics"]["model"]["chamfer_cm"]
+
+
+def test_without_a_truth_body_its_row_is_left_out(subject, tmp_path: Path) -> None:
+    summary, output = _evaluate(subject, tmp_path, "nobody", CLOTHED_R - 0.01,
+                                truth_body=tmp_path / "absent.ply")
+    assert set(summary["metrics"]) == {"model", "fitted_body"}
+    out = tmp_path / "summary"
+    summarize(reports=[output], csv_output=out / "metrics.csv", markdown=out / "summary.md",
+              html_output=out / "summary.html", params={})
+    text = (out / "summary.md").read_text()
+    assert "truth naked body" not in text and "baseline: fitted naked body" in text
+    assert "MVP CD is the MVP-Human challenge's Chamfer" in text
 
 
 def _metrics(chamfer: float, surface: bool = True, iou: float = 0.5) -> SurfaceMetrics:

@@ -28,6 +28,14 @@ def test_scale_sources() -> None:
     assert scale_source("weak_perspective", 1.7) == "given"
 
 
+def test_one_calibrated_photo_per_pose_does_not_measure_size() -> None:
+    """A calibrated camera fixes a size by triangulation: one photo of a pose cannot."""
+    assert scale_source("calibrated", None, [1, 1, 1]) == "prior"
+    assert scale_source("calibrated", 1.8, [1]) == "given"
+    assert scale_source("calibrated", None, [1, 2]) == "calibrated"
+    assert scale_source("weak_perspective", None, [8, 8]) == "prior"
+
+
 def test_the_default_prior_is_an_adult_not_annys_adolescent_mean(anny) -> None:
     """Anny's all-0.5 mean has age 0.5; the population prior (age 0.675) stands ~12 %
     taller: the size a fit without cameras gets."""

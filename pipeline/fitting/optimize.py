@@ -30,7 +30,7 @@ from pipeline.fitting import multiview
 from pipeline.fitting.inputs import SubjectInput
 from pipeline.fitting.losses import BuiltinSilhouette, Pytorch3dSilhouette, keypoint_loss
 from pipeline.fitting.raster import fill_triangles, inside_fraction, mask_iou
-from pipeline.fitting.scale import height_loss, standing_height
+from pipeline.fitting.scale import cameras_measure_size, height_loss, standing_height
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,11 @@ def _drop_outliers(subject: SubjectInput, keypoints: np.ndarray, threshold: floa
     return keypoints
 
 
+def views_per_action(subject: SubjectInput) -> list[int]:
+    """The number of views of each action of the fit's input."""
+    return [len(action.views) for action in subject.actions]
+
+
 class _Problem:
     """The parameters and the loss of one subject's fit."""
 
@@ -161,11 +166,12 @@ class _Problem:
         self.silhouette = self._silhouette_term(n_v)
         n_vertices = len(model.skinning_weights)
         self.subset = torch.arange(0, n_vertices, max(1, n_vertices // _N_CHAMFER_VERTICES))
-        # Without cameras or a given height the data cannot tell size from distance: the
-        # prior's mean phenotype's standing height sets it, within prior_height_spread.
+        # Without cameras that measure size (weak perspective, or one calibrated photo per
+        # pose) or a given height the data cannot tell size from distance: the prior's mean
+        # phenotype's standing height sets it, within prior_height_spread.
         self.prior_height = None
-        if settings.camera == "weak_perspective" and settings.height_m is None \
-                and settings.prior_height_spread > 0:
+        if not cameras_measure_size(settings.camera, views_per_action(subject)) \
+                and settings.height_m is None and settings.prior_height_spread > 0:
             with torch.no_grad():
                 self.prior_height = float(standing_height(model, model.initial_shape()))
 

@@ -11,13 +11,16 @@ is about 1 % lower (legs apart).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from pipeline.bodymodel import BodyModel
 
 SOURCES = ("calibrated", "given", "prior")
-"""Where a fit's scale comes from: calibrated cameras, the person's given height
-(``fit.height_m``), or the shape prior (weak-perspective photos and no height)."""
+"""Where a fit's scale comes from: calibrated cameras (two views or more of a pose), the
+person's given height (``fit.height_m``), or the shape prior (weak-perspective photos, or a
+single calibrated photo per pose, and no height)."""
 
 EXPECTED_HEIGHT_ERROR = {"calibrated": 0.008, "given": 0.001, "prior": 0.106}
 """Mean absolute relative error of the fitted standing height per source, measured on four
@@ -46,8 +49,19 @@ def height_loss(model: BodyModel, shape: torch.Tensor, height_m: float,
     return error ** 2
 
 
-def scale_source(camera: str, height_m: float | None) -> str:
-    """The :data:`SOURCES` entry of a fit with this camera model and given height."""
-    if camera == "calibrated":
+def cameras_measure_size(camera: str, views_per_action: Sequence[int] | None = None) -> bool:
+    """Whether the cameras fix the person's size: calibrated, with two views or more of one
+    pose. One calibrated photo of a pose cannot tell a small person near from a tall one
+    far (the fit moves the body freely along the ray), no more than a weak-perspective one.
+    ``views_per_action``: the fitted views of each action (None: assume several)."""
+    return camera == "calibrated" and (views_per_action is None
+                                       or max(views_per_action, default=0) >= 2)
+
+
+def scale_source(camera: str, height_m: float | None,
+                 views_per_action: Sequence[int] | None = None) -> str:
+    """The :data:`SOURCES` entry of a fit with this camera model, given height and fitted
+    views per action (see :func:`cameras_measure_size`)."""
+    if cameras_measure_size(camera, views_per_action):
         return "calibrated"
     return "prior" if height_m is None else "given"
