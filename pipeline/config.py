@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -69,12 +70,61 @@ def validate_config(
     if errors:
         lines = "\n".join(f"  - {_format_error(e)}" for e in errors)
         raise PipelineError(f"invalid configuration in {source}:\n{lines}")
+    resolve_split_files(instance)
     _check_cross_references(instance, source)
     return instance
 
 
 SPLITS = ("val_subjects", "test_subjects", "predict_subjects")
 """The held-out splits of ``data``; the training subjects are the others of ``subjects``."""
+
+SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def read_split_file(path: Path, setting: str) -> list[str]:
+    """The subject ids of a split file: one a line, blank lines and ``#`` comments skipped.
+
+    Raises:
+        PipelineError: naming the file and ``setting`` when it is missing, empty, or holds a
+            malformed or repeated id (with its line number).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(f"{setting}: cannot read split file {path}: "
+                            f"{exc.strerror or exc}") from exc
+    ids: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        subject = line.split("#", 1)[0].strip()
+        if not subject:
+            continue
+        if not SUBJECT_ID.match(subject):
+            raise PipelineError(f"{setting}: {path} line {number}: {subject!r} is not a "
+                                "subject id (letters, digits, '_', '.', '-')")
+        if subject in ids:
+            raise PipelineError(f"{setting}: {path} line {number}: {subject} is listed twice")
+        ids.append(subject)
+    if not ids:
+        raise PipelineError(f"{setting}: split file {path} lists no subject")
+    return ids
+
+
+def resolve_split_files(config: dict[str, Any]) -> None:
+    """Fill ``data``'s subject lists from ``data.split_files`` (in place; see the schema).
+
+    Raises:
+        PipelineError: a split file that cannot be read or is malformed (see
+            :func:`read_split_file`).
+    """
+    data = config["data"]
+    files = {k: v for k, v in data.get("split_files", {}).items() if v}
+    folder = Path(data["root"]) / data["dataset"]
+    for key, name in files.items():
+        path = Path(name) if Path(name).is_absolute() else folder / name
+        data[key] = read_split_file(path, f"data.split_files.{key}")
+    if "subjects" in files:  # a training split: the held-out subjects are subjects too
+        held_out = dict.fromkeys(s for key in SPLITS for s in data.get(key, []))
+        data["subjects"] += [s for s in held_out if s not in data["subjects"]]
 
 
 def check_splits(config: Mapping[str, Any], source: str = "config") -> None:

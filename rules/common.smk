@@ -5,11 +5,12 @@ from pathlib import Path
 
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
-from pipeline.config import check_splits
+from pipeline.config import check_splits, resolve_split_files
 from pipeline.synthesize.population import check_populations, population_of
 from pipeline.synthesize.population import subject_params
 from pipeline.training.given import check_given_checkpoints
 
+resolve_split_files(config)  # data.split_files: subject lists from a data set's files
 DATASET = config["data"]["dataset"]
 SUBJECTS = config["data"]["subjects"]
 DATA = Path(config["data"]["root"]) / DATASET

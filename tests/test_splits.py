@@ -264,3 +264,52 @@ def test_held_out_subjects_are_recorded(caches, tmp_path: Path) -> None:
     assert summary["held_out_subjects"] == ["s2"]
     assert summary["train_subjects"] == ["s0"] and summary["val_subjects"] == ["s1"]
     assert summary["selected"]["keep"] == "best" and summary["selected"]["step"] == 1
+
+
+# --- data.split_files -----------------------------------------------------------------------
+
+
+def _split_config(tmp_path: Path, **files: str) -> dict:
+    folder = tmp_path / "data" / "mvp"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for key, text in files.items():
+        (folder / f"{key}.txt").write_text(text)
+        names[key] = f"{key}.txt"
+    return {"data": {"root": str(tmp_path / "data"), "dataset": "mvp", "split_files": names}}
+
+
+def test_split_files_fill_the_subject_lists(tmp_path: Path) -> None:
+    config = validate_config(_split_config(
+        tmp_path, subjects="100001\n100002  # a comment\n\n100003\n",
+        test_subjects="# the test split\n200001\n100003\n", val_subjects="100002\n"))
+    data = config["data"]
+    assert data["subjects"] == ["100001", "100002", "100003", "200001"]
+    assert data["test_subjects"] == ["200001", "100003"]
+    assert data["val_subjects"] == ["100002"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("100001\n100001\n", "line 2: 100001 is listed twice"),
+    ("100001\nbad id\n", r"line 2: 'bad id' is not a subject id"),
+    ("# nobody\n\n", "lists no subject"),
+])
+def test_a_bad_split_file_is_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(PipelineError, match=rf"data\.split_files\.subjects: .*subjects\.txt.*"
+                                            rf"{message}"):
+        validate_config(_split_config(tmp_path, subjects=text))
+
+
+def test_a_missing_split_file_is_named(tmp_path: Path) -> None:
+    config = _split_config(tmp_path)
+    config["data"]["split_files"] = {"test_subjects": "mvp_test50.txt"}
+    with pytest.raises(PipelineError, match=r"data\.split_files\.test_subjects: cannot read "
+                                            r"split file .*mvp_test50\.txt"):
+        validate_config(config)
+
+
+def test_held_out_file_subjects_must_be_subjects_without_a_subjects_file(tmp_path: Path) -> None:
+    config = _split_config(tmp_path, test_subjects="200001\n")
+    config["data"]["subjects"] = ["100001"]
+    with pytest.raises(PipelineError, match=r"data\.test_subjects: \['200001'\] not in"):
+        validate_config(config)
