@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_configs(args.configfile)
     snakemake = Path(sys.executable).with_name("snakemake")
+    env = {**os.environ,  # the rules' `python` is this interpreter
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if args.rerun_triggers:
         snakemake = f"{snakemake} --rerun-triggers {' '.join(args.rerun_triggers)}"
     results = Path(config["results"]) / config["data"]["dataset"]
@@ -117,7 +120,8 @@ def main() -> None:
         reports = [results / "eval" / "curve" / f"n{n}" / f"seed{seed}" / f"{s}.json"
                    for n in args.sizes for seed in curve["seeds"] for s in tests]
         subprocess.run([*str(snakemake).split(), "--cores", str(args.cores), "--configfile",
-                        *map(str, args.configfile), "--", *map(str, reports)], check=True)
+                        *map(str, args.configfile), "--", *map(str, reports)], check=True,
+                       env=env)
         stem = folder / ("partial_" + "_".join(map(str, args.sizes)))
         test_sets = {s: population_of(config, s) for s in tests}
         table(reports=reports, test_sets=json.dumps(test_sets),
@@ -132,7 +136,8 @@ def main() -> None:
         text, headline = note + text.split("\n", 1)[1], note + headline
     else:
         subprocess.run([*str(snakemake).split(), "--cores", str(args.cores), "--configfile",
-                        *map(str, args.configfile), "--", "learning_curve"], check=True)
+                        *map(str, args.configfile), "--", "learning_curve"], check=True,
+                       env=env)
         text = (folder / "learning_curve.md").read_text(encoding="utf-8").split("\n", 1)[1]
         headline = (folder / "headline.md").read_text(encoding="utf-8")
     table_text = text
