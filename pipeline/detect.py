@@ -99,7 +99,8 @@ def detect_action(*, manifest: Path, action: str, truth: Path, output: Path,
                          where, view, n_persons, person.score, np.round(person.box_xyxy, 1))
             crop = square_box(person.box_xyxy, params.margin, params.crop_size)
             crops[view] = crop.cut(image)
-            record = {"status": OK, "n_persons": n_persons, "score": round(float(person.score), 5),
+            record = {"status": OK, "photo": str(photo), "n_persons": n_persons,
+                      "score": round(float(person.score), 5),
                       "box_xyxy": [round(float(v), 3) for v in person.box_xyxy],
                       "photo_size": [int(image.shape[1]), int(image.shape[0])],
                       "crop": crop.to_dict()}

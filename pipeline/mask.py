@@ -20,6 +20,7 @@ from pipeline.backends import make_backend
 from pipeline.backends.matting import make_trimap
 from pipeline.crop import CropBox
 from pipeline.detect import CROP_FILE, OK
+from pipeline.errors import PipelineError
 from pipeline.imageio import read_matte, read_rgb, save_png
 from pipeline.io import atomic_directory, read_json, write_json
 from pipeline.progress import progress
@@ -47,8 +48,40 @@ class MaskParams:
 
 def _oracle_probability(truth: Path, action: str, view: str, crop: CropBox) -> np.ndarray:
     """The synthetic truth mask of a view, cut like the photo (bilinear), in [0, 1]."""
-    path = Path(truth) / action / f"{view}_mask.png"
-    return crop.cut(read_matte(path), resample="bilinear").astype(np.float32)
+    return crop_matte(read_matte(Path(truth) / action / f"{view}_mask.png"), crop)
+
+
+GIVEN_BACKEND = "given"
+GIVEN_TEMPLATE = "{dir}/masks/{view}.png"
+
+
+def given_probability(record: dict[str, Any], subject: str, action: str, view: str,
+                      template: str) -> np.ndarray:
+    """A data set's own mask of a photo (``mask.backend: given``), cut like the photo
+    (bilinear), in [0, 1] at any bit depth.
+
+    Raises:
+        PipelineError: the detect record predates the photo's path (rerun detect), or the
+            mask named by ``template`` is missing or unreadable (both named).
+    """
+    if "photo" not in record:
+        raise PipelineError(f"{subject}/{action}/{view}: the detect stage's record has no "
+                            "photo path (made by an older version); rerun detect")
+    photo = Path(record["photo"])
+    path = Path(template.format(dir=photo.parent, view=view, action=action, subject=subject))
+    if not path.is_file():
+        raise PipelineError(f"{subject}/{action}/{view}: mask {path} is missing "
+                            f"(mask.backend: given, mask.given.template {template!r})")
+    matte = read_matte(path)
+    if matte.shape[:2] != tuple(record["photo_size"][::-1]):
+        raise PipelineError(f"mask {path} is {matte.shape[1]}×{matte.shape[0]}, its photo "
+                            f"{photo} is {record['photo_size'][0]}×{record['photo_size'][1]}")
+    return crop_matte(matte, CropBox.from_dict(record["crop"]))
+
+
+def crop_matte(matte: np.ndarray, crop: CropBox) -> np.ndarray:
+    """A ``(H, W)`` matte in [0, 1] cut like the photo (bilinear), float32."""
+    return crop.cut(matte.astype(np.float32), resample="bilinear").astype(np.float32)
 
 
 def mask_action(*, crops: Path, action: str, truth: Path, output: Path,
@@ -58,7 +91,9 @@ def mask_action(*, crops: Path, action: str, truth: Path, output: Path,
     detected = read_json(crops / CROP_FILE)
     views = {v: r for v, r in detected["views"].items() if r["status"] == OK}
     oracle = params.backend == ORACLE_BACKEND
-    segmenter = None if oracle else make_backend("mask", params.backend, params.options)
+    given = params.backend == GIVEN_BACKEND
+    segmenter = (None if oracle or given
+                 else make_backend("mask", params.backend, params.options))
     matter = (None if params.matting == "none"
               else make_backend("matte", params.matting, params.matting_options))
     tag = provenance("mask", params.backend)
@@ -69,6 +104,9 @@ def mask_action(*, crops: Path, action: str, truth: Path, output: Path,
             image = read_rgb(crops / f"{view}.png")
             if oracle:
                 prob = _oracle_probability(truth, action, view, CropBox.from_dict(record["crop"]))
+            elif given:
+                prob = given_probability(record, detected["subject"], action, view,
+                                         params.options.get("template", GIVEN_TEMPLATE))
             else:
                 prob = segmenter.segment(image)
             coarse = prob > THRESHOLD

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.crop import CropBox
+from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray
 from pipeline.mask import MaskParams, mask_action
 
@@ -49,3 +50,29 @@ def test_matting_keeps_the_mask(synthetic_subject, crops, tmp_path):
     for view in ("cam0", "cam2"):
         alpha = read_gray(tmp_path / "m" / f"{view}.png")
         assert _iou(alpha > 127, _truth_crop(synthetic_subject, crops, view)) > 0.95
+
+
+def test_given_masks_of_16_bits_are_the_truth(synthetic_subject, crops, tmp_path):
+    """``mask.backend: given``: a data set's own mask per photo, here 16-bit PNGs."""
+    for view in ("cam0", "cam1", "cam2"):
+        mask = read_gray(synthetic_subject["truth"] / "act00" / f"{view}_mask.png")
+        wide = (mask.astype(np.uint32) * 257).astype(np.uint16)
+        (tmp_path / "masks" / "act00").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(wide).save(tmp_path / "masks" / "act00" / f"{view}.png")
+    template = str(tmp_path / "masks" / "{action}" / "{view}.png")
+    result = mask_action(crops=crops, action="act00", truth=synthetic_subject["truth"],
+                         output=tmp_path / "m",
+                         params=MaskParams("given", "none", 4, {"template": template}, {}))
+    assert result["backend"] == "given" and result["oracle"] is False
+    for view in ("cam0", "cam1", "cam2"):
+        alpha = read_gray(tmp_path / "m" / f"{view}.png")
+        assert _iou(alpha > 127, _truth_crop(synthetic_subject, crops, view)) > 0.95
+
+
+def test_a_missing_given_mask_is_named(synthetic_subject, crops, tmp_path):
+    template = str(tmp_path / "nowhere" / "{view}.png")
+    with pytest.raises(PipelineError, match=r"nowhere/cam\d\.png is missing.*mask\.given"):
+        mask_action(crops=crops, action="act00", truth=synthetic_subject["truth"],
+                    output=tmp_path / "m",
+                    params=MaskParams("given", "none", 4, {"template": template}, {}))
+    assert not (tmp_path / "m").exists()
