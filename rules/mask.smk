@@ -16,7 +16,8 @@ rule mask:
     resources:
         mem_mb=3000,
     params:
-        stage=stage_params("mask"),
+        # a function: mask.given.template's {dir} and {view} are not wildcards
+        stage=lambda wildcards: stage_params("mask"),
         truth=lambda wildcards: TRUTH / wildcards.subject,
     shell:
         "python -m pipeline mask --params {params.stage:q} --subject {wildcards.subject}"
