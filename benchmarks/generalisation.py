@@ -15,25 +15,25 @@ kept on the validation subjects.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 from pipeline.config import load_configs
-from pipeline.results_doc import publish
+from pipeline.results_doc import publish, run_workflow
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--configfile", nargs="+", type=Path, default=[Path("config.yaml")])
+    parser.add_argument("--rerun-triggers", nargs="+", default=None,
+                        help="passed to snakemake (mtime: reuse what a run made before edits "
+                        "that do not change its computation)")
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose results sections to rewrite")
     args = parser.parse_args()
     config = load_configs(args.configfile)
-    snakemake = Path(sys.executable).with_name("snakemake")
-    subprocess.run([str(snakemake), "--cores", str(args.cores), "--configfile",
-                    *map(str, args.configfile), "--", "generalisation"], check=True)
+    run_workflow(args.configfile, ["generalisation"], cores=args.cores,
+                 rerun_triggers=args.rerun_triggers)
     folder = Path(config["results"]) / config["data"]["dataset"] / "generalisation"
     table = (folder / "generalisation.md").read_text(encoding="utf-8")
     headline = (folder / "headline.md").read_text(encoding="utf-8")

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,7 @@ import numpy as np
 from pipeline import evaluate, reconstruct
 from pipeline.config import load_configs, stage_params
 from pipeline.learning_curve import table
-from pipeline.results_doc import publish
+from pipeline.results_doc import publish, run_workflow
 from pipeline.synthesize.population import population_of
 
 DEFAULT = [Path("config.yaml"), Path("presets/learning_curve.yaml")]
@@ -107,11 +104,6 @@ def main() -> None:
                         help="Markdown files whose learning_curve section to rewrite")
     args = parser.parse_args()
     config = load_configs(args.configfile)
-    snakemake = Path(sys.executable).with_name("snakemake")
-    env = {**os.environ,  # the rules' `python` is this interpreter
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    if args.rerun_triggers:
-        snakemake = f"{snakemake} --rerun-triggers {' '.join(args.rerun_triggers)}"
     results = Path(config["results"]) / config["data"]["dataset"]
     folder = results / "curve"
     curve = config["learning_curve"]
@@ -119,9 +111,8 @@ def main() -> None:
         tests = config["data"]["test_subjects"]
         reports = [results / "eval" / "curve" / f"n{n}" / f"seed{seed}" / f"{s}.json"
                    for n in args.sizes for seed in curve["seeds"] for s in tests]
-        subprocess.run([*str(snakemake).split(), "--cores", str(args.cores), "--configfile",
-                        *map(str, args.configfile), "--", *map(str, reports)], check=True,
-                       env=env)
+        run_workflow(args.configfile, list(map(str, reports)), cores=args.cores,
+                     rerun_triggers=args.rerun_triggers)
         stem = folder / ("partial_" + "_".join(map(str, args.sizes)))
         test_sets = {s: population_of(config, s) for s in tests}
         table(reports=reports, test_sets=json.dumps(test_sets),
@@ -135,9 +126,8 @@ def main() -> None:
                 "yet).\n\n")
         text, headline = note + text.split("\n", 1)[1], note + headline
     else:
-        subprocess.run([*str(snakemake).split(), "--cores", str(args.cores), "--configfile",
-                        *map(str, args.configfile), "--", "learning_curve"], check=True,
-                       env=env)
+        run_workflow(args.configfile, ["learning_curve"], cores=args.cores,
+                     rerun_triggers=args.rerun_triggers)
         text = (folder / "learning_curve.md").read_text(encoding="utf-8").split("\n", 1)[1]
         headline = (folder / "headline.md").read_text(encoding="utf-8")
     table_text = text

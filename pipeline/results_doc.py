@@ -78,3 +78,17 @@ def publish(path: Path, name: str, body: str, command: str | None = None) -> Non
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     print(f"wrote section {name!r} of {path}")
+
+
+def run_workflow(configfiles: list[Path], targets: list[str], *, cores: int,
+                 rerun_triggers: list[str] | None = None) -> None:
+    """``snakemake --cores N --configfile ... -- targets`` with this interpreter's folder
+    first on PATH (the rules call ``python``), for the benchmarks that run the workflow.
+    ``rerun_triggers``: Snakemake's ``--rerun-triggers`` (``mtime``: reuse what a run made
+    before edits that do not change its computation)."""
+    snakemake = Path(sys.executable).with_name("snakemake")
+    triggers = ["--rerun-triggers", *rerun_triggers] if rerun_triggers else []
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ['PATH']}"}
+    subprocess.run([str(snakemake), *triggers, "--cores", str(cores), "--configfile",
+                    *map(str, configfiles), "--", *targets], check=True, env=env)
