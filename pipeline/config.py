@@ -250,6 +250,21 @@ def check_curve(config: Mapping[str, Any], source: str = "config") -> None:
                 f"sizes {outside} are not in learning_curve.sizes {curve['sizes']}")
 
 
+def curve_reports(config: Mapping[str, Any]) -> list[Path]:
+    """Every evaluation report the learning curve's table reads: each test subject for each
+    point and seed, then for each variant at its sizes (and ``variant_seeds``), under
+    ``<results>/<dataset>/eval/curve/``. The Snakefile's table rule and
+    ``benchmarks/learning_curve.py`` (which asks for them by name) share it."""
+    curve, data = config["learning_curve"], config["data"]
+    tests = [s for s in data["subjects"] if s in data["test_subjects"]]
+    folder = Path(config["results"]) / data["dataset"] / "eval" / "curve"
+    runs = [(f"n{n}", seed) for n in curve["sizes"] for seed in curve["seeds"]]
+    for name, sizes in curve["variants"].items():
+        runs += [(f"{name}/n{n}", seed) for n in sizes
+                 for seed in curve.get("variant_seeds") or curve["seeds"]]
+    return [folder / point / f"seed{seed}" / f"{s}.json" for point, seed in runs for s in tests]
+
+
 def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:
     """A schema for ``stage_params(config, section)``: the section's schema plus ``seed``
     (``pifu.train`` is ``$defs/pifu_train``)."""

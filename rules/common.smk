@@ -6,6 +6,7 @@ from pathlib import Path
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
 from pipeline.config import check_splits, resolve_split_files
+from pipeline.config import curve_reports as config_curve_reports
 from pipeline.synthesize.population import check_populations, population_of
 from pipeline.synthesize.population import subject_params
 from pipeline.training.given import check_given_checkpoints
@@ -394,27 +395,8 @@ def curve_stage(section, wildcards):
 
 def curve_reports(wildcards):
     """Every test subject's evaluation for every curve point and seed, and for every
-    variant at its sizes (learning_curve.variants)."""
-    reports = expand(
-        RESULTS / "eval" / "curve" / "n{size}" / "seed{seed}" / "{subject}.json",
-        size=CURVE["sizes"],
-        seed=CURVE["seeds"],
-        subject=TEST_SUBJECTS,
-    )
-    for name, sizes in CURVE["variants"].items():
-        reports += expand(
-            RESULTS
-            / "eval"
-            / "curve"
-            / name
-            / "n{size}"
-            / "seed{seed}"
-            / "{subject}.json",
-            size=sizes,
-            seed=CURVE["variant_seeds"] or CURVE["seeds"],
-            subject=TEST_SUBJECTS,
-        )
-    return reports
+    variant at its sizes (learning_curve.variants): pipeline.config.curve_reports."""
+    return config_curve_reports(config)
 
 
 def views_reconstruct_params(wildcards):
