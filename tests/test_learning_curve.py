@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import parse_stage_params, validate_config
+from pipeline.config import curve_reports, parse_stage_params, validate_config
 from pipeline.errors import PipelineError
 from pipeline.learning_curve import parse_curve_model, power_law, table
 from pipeline.synthesize import clothing
@@ -203,3 +203,16 @@ def test_bad_curve_variants_are_refused(variants: dict, message: str) -> None:
 def test_variant_seeds_must_have_curve_twins() -> None:
     with pytest.raises(PipelineError, match=r"variant_seeds: \[9\] not in"):
         validate_config({"learning_curve": {"seeds": [1, 2], "variant_seeds": [1, 9]}})
+
+
+def test_curve_reports_name_every_point_and_variant() -> None:
+    config = validate_config({
+        "results": "res", "data": {"dataset": "d", "subjects": ["a", "b", "t1", "t2", "v"],
+                                   "val_subjects": ["v"], "test_subjects": ["t2", "t1"]},
+        "learning_curve": {"sizes": [1, 2], "seeds": [1, 2], "variants": {"few_views": [2]},
+                           "variant_seeds": [2]}})
+    reports = [str(p) for p in curve_reports(config)]
+    assert len(reports) == 2 * 2 * 2 + 1 * 1 * 2
+    assert reports[0] == "res/d/eval/curve/n1/seed1/t1.json"  # data.subjects order
+    assert reports[-2:] == ["res/d/eval/curve/few_views/n2/seed2/t1.json",
+                            "res/d/eval/curve/few_views/n2/seed2/t2.json"]
