@@ -312,6 +312,19 @@ def json_attrs(values: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in values.items()}
 
 
+def registration_refused(truth: Path) -> str | None:
+    """Why a registered scan is left out of training (``register.on_fail: skip`` and a
+    failed check, ``<truth>/registration.json``), or None: no registration, or accepted."""
+    report = truth / "registration.json"
+    if not report.is_file():
+        return None
+    record = read_json(report)
+    if record.get("accepted", True):
+        return None
+    return ("left out: the scan's registration failed (register.on_fail: skip): "
+            + "; ".join(record.get("problems", [])))
+
+
 def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Path | None,
                 output: Path, params: dict[str, Any],
                 scans: ScanPolicy | None = None) -> dict[str, Any]:
@@ -337,6 +350,10 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
     canonical = None
     posed: dict[str, TruthMesh] = {}
     policy = scans or ScanPolicy()
+    left_out = registration_refused(truth) if truth is not None else None
+    if left_out is not None:
+        log.warning("%s: no targets: %s", subject, left_out)
+        truth = None
     if truth is not None:
         names["canonical"] = str(truth / CANONICAL_MESH)
         canonical = checked_mesh(truth / CANONICAL_MESH, policy)
@@ -381,7 +398,8 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
                                       else "absent: cache.unmasked_crops is false")
         h5.attrs["pifu_targets"] = ("present" if posed else NO_TRUTH if canonical is None
                                     else "absent: cache.n_pifu_points is 0")
-        h5.attrs["targets"] = "present" if canonical is not None else NO_TRUTH
+        h5.attrs["targets"] = ("present" if canonical is not None
+                               else left_out or NO_TRUTH)
         if canonical is not None:
             h5.attrs["truth_sign"] = json.dumps(canonical.sign.as_dict(), sort_keys=True)
             _write_targets(h5, canonical, posed, names, p, subject)

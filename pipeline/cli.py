@@ -39,7 +39,10 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "synthesize": Stage("pipeline.synthesize.stage:run", "synthesize",
-                        "render one synthetic subject (photos, cameras and truth)"),
+                        "render one synthetic subject (photos, cameras and truth; or, with "
+                        "synthesize.layout mvp_human, its MVP-Human-like stand-in)"),
+    "standin-splits": Stage("pipeline.synthesize.standin:run_splits", None,
+                            "the stand-in data set's split files (train, val, test)"),
     "check-synthetic": Stage("pipeline.synthesize.checks:run", "synthesize",
                              "check a synthetic subject's truth against its images"),
     "ingest": Stage("pipeline.ingest:run", "ingest",
@@ -53,6 +56,9 @@ STAGES: dict[str, Stage] = {
                      "draw boxes, mask contours and keypoints over an action's crops"),
     "fit": Stage("pipeline.fit:run", "fit",
                  "fit the body model to every action and view of a subject"),
+    "register": Stage("pipeline.register:run", "register",
+                      "register the body model to a subject's canonical scan; the scan "
+                      "unposed into the pipeline's frame"),
     "cache": Stage("pipeline.cache:run", "cache",
                    "write a subject's HDF5 training cache (views, body fit, SDF/PIFu targets)"),
     "train-normal": Stage("pipeline.train:run_normal", "train_normal",
@@ -72,6 +78,9 @@ STAGES: dict[str, Stage] = {
                        "a reconstruction against its own inputs: reposed, reprojected, health"),
     "export": Stage("pipeline.export:run", "fit",
                     "a reconstruction as a skinned glTF avatar (.glb) on the fitted body's bones"),
+    "export-dataset": Stage("pipeline.export:run_dataset", "fit",
+                            "a reconstruction and its fitted body as OBJ in the data set's "
+                            "frame, pose and unit (data.frame)"),
     "evaluate-summary": Stage("pipeline.evaluate:summarize", "evaluate",
                               "gather the subjects' scores into metrics.csv and tables"),
     "reconstruct-pifu": Stage("pipeline.pifu:reconstruct", "pifu.reconstruct",

@@ -154,9 +154,61 @@ def check_splits(config: Mapping[str, Any], source: str = "config") -> None:
                 )
 
 
+def check_layout(config: Mapping[str, Any], source: str = "config") -> None:
+    """``data.layout``: every path template is relative, without '..', with known
+    placeholders and the fields it needs (:meth:`pipeline.layout.Layout.check`); and
+    ``mask.backend: given`` has masks to read (``data.layout.masks``).
+
+    Raises:
+        PipelineError: naming ``data.layout.<key>``, the template and the source.
+    """
+    from pipeline.layout import Layout
+
+    try:
+        layout = Layout.from_config(config["data"].get("layout", {}))
+    except PipelineError as exc:
+        raise PipelineError(f"invalid configuration in {source}:\n  - {exc}") from exc
+    if config.get("mask", {}).get("backend") == "given" and layout.masks is None:
+        raise PipelineError(
+            f"invalid configuration in {source}:\n  - mask.backend: given reads the data "
+            "set's own masks, but data.layout.masks is null: set it to where a photo's mask "
+            "lies (e.g. {subject}/{action}/masks/{view}.png) or choose another mask.backend")
+
+
+def check_register(config: Mapping[str, Any], source: str = "config") -> None:
+    """Scans that are not in the pipeline's frame are registered: ``register.enabled`` is
+    needed where ``data.frame`` is not the pipeline's own, the scans have a rotation file
+    or lie elsewhere than ``truth/<subject>/`` (:mod:`pipeline.register`).
+
+    Raises:
+        PipelineError: naming what needs the registration and the setting to change.
+    """
+    from pipeline.frames import DatasetFrame
+    from pipeline.layout import Layout
+
+    data = config["data"]
+    if config.get("register", {}).get("enabled", False):
+        return
+    frame = DatasetFrame.from_config(data["frame"])
+    layout = Layout.from_config(data.get("layout", {}))
+    reasons = []
+    if not frame.is_pipeline:
+        reasons.append("data.frame is not the pipeline's own (Z up, facing -y, metres, feet, "
+                       "canonical pose)")
+    if layout.scan_rotation is not None:
+        reasons.append(f"data.layout.scan_rotation is set ({layout.scan_rotation!r})")
+    if layout.scan != Layout().scan:
+        reasons.append(f"data.layout.scan {layout.scan!r} is not the pipeline's truth layout")
+    if reasons:
+        raise PipelineError(f"invalid configuration in {source}:\n  - the scans must be "
+                            f"registered ({'; '.join(reasons)}): set register.enabled: true")
+
+
 def _check_cross_references(config: dict[str, Any], source: str) -> None:
     from pipeline.synthesize.population import check_populations
 
+    check_layout(config, source)
+    check_register(config, source)
     check_splits(config, source)
     check_populations(config, source)
     check_heights(config, source)
@@ -203,6 +255,9 @@ def stage_params(config: Mapping[str, Any], section: str) -> dict[str, Any]:
 
 PER_SUBJECT = ("populations", "height_m")
 """Settings of a section that the Snakefile resolves per subject (not in a stage's params)."""
+LEFT_OUT_AT_DEFAULT = {"synthesize": ("layout",)}
+"""Settings added after results existed, which the rules leave out of a stage's params while
+they hold their default (the stage fills it in), so that adding them reran nothing."""
 
 
 def check_heights(config: Mapping[str, Any], source: str = "config") -> None:
@@ -271,7 +326,8 @@ def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:
     sub = copy.deepcopy(schema["$defs"][section.replace(".", "_")])
     sub["properties"] = {"seed": schema["properties"]["seed"], **sub["properties"]}
     # resolved per subject before a stage sees them (synthesize/population.py, fit.height_m)
-    sub["required"] = sorted(k for k in sub["properties"] if k not in PER_SUBJECT)
+    optional = (*PER_SUBJECT, *LEFT_OUT_AT_DEFAULT.get(section, ()))
+    sub["required"] = sorted(k for k in sub["properties"] if k not in optional)
     sub["$defs"] = schema["$defs"]
     sub["$schema"] = schema["$schema"]
     return sub

@@ -2,9 +2,11 @@
 
 Output folder ``results/<dataset>/crop/<subject>/<action>/``: ``<view>.png`` crops
 (``crop_size``², zero outside the photo) and ``crop.json``, the stage's record of every view:
-status (``ok`` or ``no_person``), the person box and score in photo pixels, how many persons
-were seen, the crop (``x0, y0, size, out_size``, see :mod:`pipeline.crop`) and, when the data set
-has calibrated cameras, the camera of the crop. Later stages read ``crop.json``.
+status (``ok`` or ``no_person``), the photo's path, the person box and score in photo pixels,
+how many persons were seen, the crop (``x0, y0, size, out_size``, see :mod:`pipeline.crop`),
+when the data set has masks (``data.layout.masks``) the photo's mask path (read by
+``mask.backend: given``) and, when it has calibrated cameras, the camera of the crop. Later
+stages read ``crop.json``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def detect_action(*, manifest: Path, action: str, truth: Path, output: Path,
                       "box_xyxy": [round(float(v), 3) for v in person.box_xyxy],
                       "photo_size": [int(image.shape[1]), int(image.shape[0])],
                       "crop": crop.to_dict()}
+            if views.masks is not None and view in views.masks:  # data.layout.masks
+                record["mask"] = str(views.masks[view])
             if views.cameras is not None:
                 record["camera"] = views.cameras[view].with_crop(
                     crop.x0, crop.y0, crop.size, crop.out_size).to_dict()

@@ -38,10 +38,11 @@ import numpy as np
 from models.cache_io import canonical_body
 from pipeline.components import count_components
 from pipeline.errors import PipelineError
+from pipeline.frames import read_rotation
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.meshio import read_ply
 from pipeline.metrics import SurfaceMetrics, compare_meshes, load_truth, markdown_table
-from pipeline.scans import ScanPolicy
+from pipeline.scans import ScanPolicy, read_mesh
 from pipeline.selfcheck import load_selfchecks, selfcheck_table
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,37 @@ def _compare(pred: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.nd
                           mvp_samples=params["mvp_samples"], truth_closed=truth_closed)
 
 
+def dataset_frame_scores(*, mesh: Path, body: Path, scan: Path, rotation: Path | None,
+                         unit_m: float, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The reconstruction and the fitted body written in the data set's frame
+    (``submission/<model>/<subject>.obj``, ``submission/<model>/fitted_body/<subject>.obj``)
+    scored against the
+    data set's own canonical scan (its rotation file applied) as its benchmark does: no
+    alignment, distances in the data set's units × ``unit_m`` (so still centimetres), the
+    MVP-Human Chamfer (``mvp_chamfer_cm``) beside ours."""
+    scan_v, scan_f = read_mesh(scan)
+    if rotation is not None:
+        scan_v = scan_v @ read_rotation(rotation).T
+    truth = (unit_m * scan_v, scan_f)
+    out: dict[str, Any] = {"scan": str(scan), "rotation_file": None if rotation is None
+                           else str(rotation), "unit_m": unit_m}
+    for name, path in (("model", mesh), ("fitted_body", body)):
+        vertices, faces = read_mesh(path)
+        out[name] = _compare((unit_m * vertices, faces), truth, params, False).to_dict()
+    return out
+
+
 def run(*, mesh: Path, recon: Path, truth: Path, cache: Path, output: Path,
         truth_body: Path | None = None, model: str = "pixel2isdf", scans: str | None = None,
-        params: dict[str, Any]) -> dict[str, Any]:
+        dataset_mesh: Path | None = None, dataset_body: Path | None = None,
+        dataset_scan: Path | None = None, dataset_rotation: Path | None = None,
+        unit_m: float = 1.0, params: dict[str, Any]) -> dict[str, Any]:
     """Score one subject's reconstruction and the baselines against its truth scan.
 
     ``truth_body``: the truth naked body, scored where the file exists. ``scans``:
     ``data.scans`` as JSON (which truth scans may have holes; None: the defaults).
+    ``dataset_*``: the meshes in the data set's frame and its own scan (and rotation file),
+    scored there too (:func:`dataset_frame_scores`; a registered data set).
 
     Raises:
         PipelineError: naming the file, when the truth is missing, not closed and not
@@ -106,8 +131,15 @@ def run(*, mesh: Path, recon: Path, truth: Path, cache: Path, output: Path,
         "truth_sign": sign.as_dict(),
         "metrics": {name: m.to_dict() for name, m in metrics.items()},
         "beats_fitted_body": beats, "n_views": report.get("n_views"),
-        "components": count_components(*meshes["model"]),
-        "seconds": round(time.perf_counter() - start, 3)}
+        "components": count_components(*meshes["model"])}
+    if dataset_mesh is not None and dataset_body is not None and dataset_scan is not None:
+        summary["dataset_frame"] = dataset_frame_scores(
+            mesh=dataset_mesh, body=dataset_body, scan=dataset_scan, rotation=dataset_rotation,
+            unit_m=unit_m, params=params)
+        log.info("%s: in the data set's frame, MVP-Human Chamfer %.2f cm (fitted body %.2f)",
+                 summary["subject"], summary["dataset_frame"]["model"]["mvp_chamfer_cm"],
+                 summary["dataset_frame"]["fitted_body"]["mvp_chamfer_cm"])
+    summary["seconds"] = round(time.perf_counter() - start, 3)
     write_json(output, summary)
     verdict = "beats" if beats else "does NOT beat"
     log.info("%s (%s): Chamfer %.2f cm (%s the fitted naked body's %.2f cm), %.1f s",

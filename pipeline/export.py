@@ -17,6 +17,7 @@ Reading back: :func:`read_accessor` (the round-trip test, ``tests/test_export.py
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -28,8 +29,10 @@ import torch
 
 from pipeline.bodymodel import make_body_model
 from pipeline.errors import PipelineError
+from pipeline.frames import DatasetFrame
 from pipeline.io import atomic_path, read_json
-from pipeline.meshio import read_ply
+from pipeline.meshio import read_ply, write_obj
+from pipeline.registration import PosedBody, pose_body, repose
 from pipeline.selfcheck import nearest_body_vertex
 
 log = logging.getLogger(__name__)
@@ -176,27 +179,72 @@ def read_accessor(gltf: Any, index: int) -> np.ndarray:
                          offset=start).reshape(accessor.count, width)
 
 
+def _with_surface(mesh: Path, recon: Path) -> dict[str, Any]:
+    """The reconstruction's report; PipelineError when it has no surface to export."""
+    summary = read_json(recon)
+    if not summary.get("surface", False):
+        raise PipelineError(f"{mesh}: the reconstruction has no surface ({recon}); there is "
+                            "nothing to export")
+    return summary
+
+
+def _fitted(fit: Path, params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], Any]:
+    """The fit file's body arrays and its body model (``params``: the ``fit`` section)."""
+    try:
+        with np.load(fit, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in ("body_model", "bone_names", "shape",
+                                          "canonical_vertices", "skinning_weights", "faces")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise PipelineError(f"cannot read the fit file {fit}: {exc}; rerun the fit") from exc
+    name = str(arrays["body_model"])
+    model = make_body_model(name, params.get(name, {}))
+    if list(model.bone_names) != arrays["bone_names"].tolist():
+        raise PipelineError(f"{fit}: its bones are not those of the body model {name!r} here "
+                            "(another model version?); rerun the fit")
+    return arrays, model
+
+
+def to_dataset_frame(points: np.ndarray, body: PosedBody, frame: DatasetFrame) -> np.ndarray:
+    """Canonical points ``(N, 3)`` near a body → the data set's frame: reposed into its
+    stated pose by the body's skinning, moved to its origin, turned to its axes and scaled
+    to its unit (the inverse of the register stage's map, by the fitted body)."""
+    posed = repose(points, body.canonical, body.transforms)
+    if frame.origin == "pelvis":
+        posed = posed - body.pelvis
+    return posed @ frame.axes().T / frame.unit_m
+
+
+def run_dataset(*, mesh: Path, recon: Path, fit: Path, frame: str, output: Path,
+                body_output: Path, params: dict[str, Any]) -> None:
+    """Write a reconstruction (``output``) and its fitted body (``body_output``) as OBJ in
+    the data set's frame, pose and unit (``frame``: ``data.frame`` as JSON), as a submission
+    to its benchmark needs them: by the subject's fitted body, no scan read.
+
+    ``params``: the ``fit`` section (the body model and its options).
+    """
+    summary = _with_surface(mesh, recon)
+    arrays, model = _fitted(fit, params)
+    stated = DatasetFrame.from_config(json.loads(frame))
+    body = pose_body(model, torch.from_numpy(arrays["shape"]),
+                     model.pose_from_degrees(stated.body_pose().as_dict()))
+    loaded = read_ply(mesh)
+    vertices = to_dataset_frame(np.asarray(loaded.vertices), body, stated)
+    body_vertices = to_dataset_frame(body.canonical, body, stated)
+    write_obj(output, vertices, np.asarray(loaded.faces))
+    write_obj(body_output, body_vertices, arrays["faces"])
+    log.info("%s: wrote %s and %s in the data set's frame (%s up, %s pose, unit %g m)",
+             summary.get("subject", mesh.stem), output, body_output, stated.up, stated.pose,
+             stated.unit_m)
+
+
 def run(*, mesh: Path, recon: Path, fit: Path, output: Path, params: dict[str, Any]) -> dict:
     """Export one subject's canonical reconstruction as a skinned ``.glb`` (``output``).
 
     ``params``: the ``fit`` section (the body model and its options, for the bone tree).
     """
-    summary = read_json(recon)
-    if not summary.get("surface", False):
-        raise PipelineError(f"{mesh}: the reconstruction has no surface ({recon}); there is "
-                            "no avatar to export")
-    try:
-        with np.load(fit, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in ("body_model", "bone_names", "shape",
-                                          "canonical_vertices", "skinning_weights")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise PipelineError(f"cannot read the fit file {fit}: {exc}; rerun the fit") from exc
-    name = str(arrays["body_model"])
-    options: Mapping[str, Any] = params.get(name, {})
-    model = make_body_model(name, options)
-    if list(model.bone_names) != arrays["bone_names"].tolist():
-        raise PipelineError(f"{fit}: its bones are not those of the body model {name!r} here "
-                            "(another model version?); rerun the fit")
+    summary = _with_surface(mesh, recon)
+    arrays, model = _fitted(fit, params)
+    name = model.name
     skeleton = model.skeleton(torch.from_numpy(arrays["shape"]))
     loaded = read_ply(mesh)
     vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)

@@ -1,13 +1,17 @@
 """Ingest: decode every photo of a subject and write its manifest.
 
-Layout read: ``<data_dir>/<action>/<view>.<ext>``, one folder per action, one image per view
-(the view name is the file stem). Each image is opened, checked and fully decoded; the manifest
-``results/<dataset>/manifest/<subject>.json`` lists accepted views (size, mode, SHA-256) and
-rejected ones with the reason. Later stages read the manifest and never glob the data folder.
+Layout read: ``data.layout`` (:mod:`pipeline.layout`), by default
+``<data set>/<subject>/<action>/<view>.<ext>``; the view name is the template's ``{view}``.
+Each image is opened, checked and fully decoded; the manifest
+``results/<dataset>/manifest/<subject>.json`` names the data set's folder (``data_dir``) and
+lists accepted views (``file`` relative to it, size, mode, SHA-256, and ``mask`` when the
+layout has masks) and rejected ones with the reason, and each action's ``cameras`` file (or
+null). Later stages read the manifest and never glob the data folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,11 +22,11 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256, write_json
+from pipeline.layout import Layout
 
 log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA = "pixel2isdf.manifest/1"
-CAMERAS_FILE = "cameras.json"
 
 
 @dataclass(frozen=True)
@@ -96,55 +100,70 @@ def check_image(path: Path, params: IngestParams) -> tuple[dict[str, Any] | None
     return info, None
 
 
-def _views_of(action_dir: Path, extensions: tuple[str, ...]) -> list[Path]:
-    return sorted(
-        p for p in action_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix[1:].lower() in extensions
-    )
+def check_view(path: Path, *, data_dir: Path, mask: str | None, layout: Layout,
+               params: IngestParams) -> tuple[dict[str, Any] | None, str | None]:
+    """Check one view: its mask file (``mask``, relative to ``data_dir``) exists when the
+    layout has masks, and its photo ``path`` is usable (:func:`check_image`).
+
+    Returns:
+        ``(info, None)`` for a usable view or ``(None, reason)``.
+    """
+    if mask is not None and not (data_dir / mask).is_file():
+        return None, f"mask {data_dir / mask} is missing (data.layout.masks {layout.masks!r})"
+    return check_image(path, params)
 
 
 def ingest_subject(
-    *, data_dir: Path, subject: str, output: Path, params: IngestParams
+    *, data_dir: Path, subject: str, output: Path, params: IngestParams,
+    layout: Layout | None = None,
 ) -> dict[str, Any]:
     """Check every view of one subject and write its manifest to ``output``.
+
+    Args:
+        data_dir: the data set's folder (``<data.root>/<data.dataset>``); every path of the
+            manifest is relative to it.
+        layout: where the photos, masks and cameras lie (``data.layout``; default: the
+            pipeline's own layout).
 
     Raises:
         PipelineError: with ``on_bad_image=fail``, naming every bad file and why; with either
             policy, when an action keeps fewer than ``min_views`` usable views or the subject
-            folder is missing or empty.
+            folder is missing or holds no photo the layout names.
     """
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise PipelineError(f"subject {subject}: data folder {data_dir} does not exist")
-    action_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not action_dirs:
-        raise PipelineError(f"subject {subject}: no action folders in {data_dir}")
+    layout = Layout() if layout is None else layout
+    found = layout.find_photos(data_dir, subject, params.extensions)
 
     actions: dict[str, Any] = {}
     bad: list[str] = []
-    for action_dir in action_dirs:
+    for action, views in sorted(found.items()):
         accepted: dict[str, Any] = {}
         rejected: dict[str, Any] = {}
-        for path in _views_of(action_dir, params.extensions):
-            rel = path.relative_to(data_dir).as_posix()
-            view = path.stem
-            if view in accepted or view in rejected:
-                info, reason = None, f"duplicate view name {view!r} (another file has this stem)"
-            else:
-                info, reason = check_image(path, params)
-            if reason is not None:
-                rejected[view] = {"file": rel, "reason": reason}
-                bad.append(f"{path}: {reason}")
-                log.warning("%s: %s", path, reason)
-            else:
-                accepted[view] = {"file": rel, **info}
-        cameras = action_dir / CAMERAS_FILE
-        actions[action_dir.name] = {
+        for view, paths in sorted(views.items()):
+            mask = layout.mask_of(subject, action, view)
+            extra = {} if mask is None else {"mask": mask}
+            # The first file is checked; each further one (another extension) is a duplicate.
+            for i, path in enumerate(paths):
+                rel = path.relative_to(data_dir).as_posix()
+                if i > 0:
+                    info, reason = None, (f"duplicate view name {view!r} (another file has "
+                                          "this stem)")
+                else:
+                    info, reason = check_view(path, data_dir=data_dir, mask=mask, layout=layout,
+                                              params=params)
+                if reason is not None:
+                    rejected[view] = {"file": rel, **extra, "reason": reason}
+                    bad.append(f"{path}: {reason}")
+                    log.warning("%s: %s", path, reason)
+                else:
+                    accepted[view] = {"file": rel, **extra, **info}
+        cameras = layout.cameras_of(subject, action)
+        actions[action] = {
             "views": accepted,
             "rejected": rejected,
-            "cameras": f"{action_dir.name}/{CAMERAS_FILE}" if cameras.is_file() else None,
+            "cameras": cameras if cameras is not None and (data_dir / cameras).is_file() else None,
         }
-        log.info("%s/%s: %d views accepted, %d rejected", subject, action_dir.name,
+        log.info("%s/%s: %d views accepted, %d rejected", subject, action,
                  len(accepted), len(rejected))
 
     if bad and params.on_bad_image == "fail":
@@ -174,7 +193,33 @@ def ingest_subject(
     return manifest
 
 
-def run(*, subject: str, data_dir: Path, output: Path, params: dict[str, Any]) -> None:
-    """CLI entry: ``python -m pipeline ingest``."""
+def run(*, subject: str, data_dir: Path, output: Path, params: dict[str, Any],
+        layout: str | None = None) -> None:
+    """CLI entry: ``python -m pipeline ingest``.
+
+    ``data_dir`` is the data set's folder; ``layout`` the ``data.layout`` section as JSON
+    (what the rule passes, so that changing it reruns ingest; absent: the default layout).
+
+    Raises:
+        PipelineError: ``--layout`` is not a JSON object of known keys, or a template is bad
+            (naming ``data.layout.<key>``).
+    """
     ingest_subject(data_dir=data_dir, subject=subject, output=output,
-                   params=IngestParams.from_params(params))
+                   params=IngestParams.from_params(params), layout=parse_layout(layout))
+
+
+def parse_layout(text: str | None) -> Layout:
+    """The ``--layout`` JSON (the ``data.layout`` section), checked; None: the default."""
+    if text is None:
+        return Layout()
+    try:
+        section = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"--layout is not valid JSON: {exc}") from exc
+    if not isinstance(section, dict):
+        raise PipelineError("--layout must be a JSON object (the data.layout section)")
+    unknown = sorted(set(section) - set(Layout.__dataclass_fields__))
+    if unknown:
+        raise PipelineError(f"--layout: unknown data.layout key(s) {unknown}; known: "
+                            f"{sorted(Layout.__dataclass_fields__)}")
+    return Layout.from_config(section)

@@ -28,30 +28,44 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 """What a subject, action or view name may be (the workflow's wildcard constraint)."""
 
 
-def placeholders(template: str) -> list[str]:
-    """The placeholder names of ``template`` in order of appearance.
+def placeholders(template: str, key: str = "photos",
+                 allowed: Iterable[str] = FIELDS) -> list[str]:
+    """The placeholder names of ``template`` (``data.layout.<key>``) in order of appearance.
 
     Raises:
-        PipelineError: a placeholder outside :data:`FIELDS`, or a format spec / conversion.
+        PipelineError: naming ``data.layout.<key>``: unbalanced braces, a placeholder outside
+            ``allowed``, or a format spec / conversion.
     """
+    allowed = tuple(allowed)
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise PipelineError(f"data.layout.{key} {template!r}: {exc} (write a placeholder as "
+                            "{subject}, a literal brace as {{ or }})") from exc
     names = []
-    for _, name, spec, conversion in string.Formatter().parse(template):
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
-        if name not in FIELDS or spec or conversion:
-            raise PipelineError(f"data.layout template {template!r}: unknown placeholder "
-                                f"{{{name}}}; use {', '.join('{' + f + '}' for f in FIELDS)}")
+        if name not in allowed or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise PipelineError(f"data.layout.{key} {template!r}: unknown placeholder "
+                                f"{{{shown}}}; this template may use "
+                                f"{', '.join('{' + f + '}' for f in allowed)}")
         names.append(name)
     return names
 
 
-def check_template(key: str, template: str, required: Iterable[str]) -> None:
-    """Refuse a template that is absolute, climbs out of the data set or lacks a field."""
+def check_template(key: str, template: str, required: Iterable[str],
+                   allowed: Iterable[str] = FIELDS) -> None:
+    """Refuse a template (``data.layout.<key>``) that is empty, absolute, climbs out of the
+    data set, uses a placeholder outside ``allowed`` or lacks a ``required`` one."""
     path = Path(template)
+    if not template.strip():
+        raise PipelineError(f"data.layout.{key}: the template is empty")
     if path.is_absolute() or ".." in path.parts:
         raise PipelineError(f"data.layout.{key} {template!r}: must be relative to the data "
                             "set's folder, without '..'")
-    have = placeholders(template)
+    have = placeholders(template, key, allowed)
     missing = [f for f in required if f not in have]
     if missing:
         raise PipelineError(f"data.layout.{key} {template!r}: needs "
@@ -117,21 +131,31 @@ class Layout:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> Layout:
-        """From ``data.layout`` (every key present after validation), checked."""
-        layout = cls(**{k: section[k] for k in cls.__dataclass_fields__})
+        """From ``data.layout`` (a key left out keeps its default), checked.
+
+        Raises:
+            PipelineError: a bad template, naming ``data.layout.<key>``.
+        """
+        layout = cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
         layout.check()
         return layout
 
     def check(self) -> None:
-        """Each template is relative, uses known placeholders and the fields it needs."""
+        """Each template is relative, uses known placeholders and the fields it needs
+        (``{ext}`` only in ``photos``), and the photos' path names the subject's folder.
+
+        Raises:
+            PipelineError: naming ``data.layout.<key>`` and the template.
+        """
         check_template("photos", self.photos, ("subject", "action", "view"))
         if self.masks is not None:
-            check_template("masks", self.masks, ("subject", "action", "view"))
+            check_template("masks", self.masks, ("subject", "action", "view"),
+                           ("subject", "action", "view"))
         if self.cameras is not None:
-            check_template("cameras", self.cameras, ("subject", "action"))
-        check_template("scan", self.scan, ("subject",))
+            check_template("cameras", self.cameras, ("subject", "action"), ("subject", "action"))
+        check_template("scan", self.scan, ("subject",), ("subject",))
         if self.scan_rotation is not None:
-            check_template("scan_rotation", self.scan_rotation, ("subject",))
+            check_template("scan_rotation", self.scan_rotation, ("subject",), ("subject",))
         subject_folder(self.photos, "x")
 
     def photo_folder(self, subject: str) -> str:

@@ -52,30 +52,33 @@ def _oracle_probability(truth: Path, action: str, view: str, crop: CropBox) -> n
 
 
 GIVEN_BACKEND = "given"
-GIVEN_TEMPLATE = "{dir}/masks/{view}.png"
 
 
-def given_probability(record: dict[str, Any], subject: str, action: str, view: str,
-                      template: str) -> np.ndarray:
+def given_probability(record: dict[str, Any], subject: str, action: str,
+                      view: str) -> np.ndarray:
     """A data set's own mask of a photo (``mask.backend: given``), cut like the photo
-    (bilinear), in [0, 1] at any bit depth.
+    (bilinear), in [0, 1] at any bit depth. The mask's path is the detect record's ``mask``,
+    from the ingest manifest, where ``data.layout.masks`` put it.
 
     Raises:
-        PipelineError: the detect record predates the photo's path (rerun detect), or the
-            mask named by ``template`` is missing or unreadable (both named).
+        PipelineError: the record names no mask (the layout has none, or detect ran before
+            it had), or the mask is missing, unreadable or not the photo's size (all named).
     """
-    if "photo" not in record:
-        raise PipelineError(f"{subject}/{action}/{view}: the detect stage's record has no "
-                            "photo path (made by an older version); rerun detect")
-    photo = Path(record["photo"])
-    path = Path(template.format(dir=photo.parent, view=view, action=action, subject=subject))
+    where = f"{subject}/{action}/{view}"
+    if "mask" not in record:
+        raise PipelineError(f"{where}: mask.backend: given reads the data set's own masks, but "
+                            "the detect record names no mask for this view: set "
+                            "data.layout.masks to where the masks lie (then ingest and detect "
+                            "rerun), or choose another mask.backend")
+    path = Path(record["mask"])
     if not path.is_file():
-        raise PipelineError(f"{subject}/{action}/{view}: mask {path} is missing "
-                            f"(mask.backend: given, mask.given.template {template!r})")
+        raise PipelineError(f"{where}: mask {path} is missing (mask.backend: given, "
+                            "data.layout.masks; rerun ingest, which checks every mask)")
     matte = read_matte(path)
     if matte.shape[:2] != tuple(record["photo_size"][::-1]):
         raise PipelineError(f"mask {path} is {matte.shape[1]}×{matte.shape[0]}, its photo "
-                            f"{photo} is {record['photo_size'][0]}×{record['photo_size'][1]}")
+                            f"{record.get('photo', where)} is {record['photo_size'][0]}×"
+                            f"{record['photo_size'][1]}")
     return crop_matte(matte, CropBox.from_dict(record["crop"]))
 
 
@@ -105,8 +108,7 @@ def mask_action(*, crops: Path, action: str, truth: Path, output: Path,
             if oracle:
                 prob = _oracle_probability(truth, action, view, CropBox.from_dict(record["crop"]))
             elif given:
-                prob = given_probability(record, detected["subject"], action, view,
-                                         params.options.get("template", GIVEN_TEMPLATE))
+                prob = given_probability(record, detected["subject"], action, view)
             else:
                 prob = segmenter.segment(image)
             coarse = prob > THRESHOLD

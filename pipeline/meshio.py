@@ -34,6 +34,17 @@ def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
         tmp.write_bytes(data)
 
 
+def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Write a plain Wavefront OBJ (``v`` and 1-based ``f`` lines, full float precision),
+    atomically."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="ascii") as fh:
+        fh.write(f"# {len(vertices)} vertices, {len(faces)} faces\n")
+        np.savetxt(fh, vertices, fmt="v %.9g %.9g %.9g")
+        np.savetxt(fh, faces + 1, fmt="f %d %d %d")
+
+
 def read_ply(path: str | Path) -> trimesh.Trimesh:
     """Read a triangle mesh without merging or reordering vertices."""
     path = Path(path)

@@ -202,15 +202,18 @@ def read_scan(path: str | Path, *, open_scans: bool = True, max_unsure: float = 
 
 
 def punch_holes(vertices: np.ndarray, faces: np.ndarray, *, n_random: int = 3,
-                radius: float = 0.04, rng: np.random.Generator) -> np.ndarray:
+                radius: float = 0.04, rng: np.random.Generator, up: int = 2) -> np.ndarray:
     """The faces of a canonical scan (Z up) with holes where real scans have them: the soles
     (faces within ``radius`` of the lowest point of each foot), the crown (of the top) and
-    ``n_random`` patches of that radius at random surface points. ``(F', 3)``."""
+    ``n_random`` patches of that radius at random surface points. ``(F', 3)``.
+
+    ``up``: the index of the up axis (2: Z up, the pipeline's frame; 1: Y up, SMPL's). The
+    feet are told apart by the sign of x (the person's left is +X in both frames)."""
     centroids = vertices[faces].mean(axis=1)
-    z = centroids[:, 2]
+    z = centroids[:, up]
     low = z < z.min() + radius
     soles = [centroids[low & (centroids[:, 0] < 0)], centroids[low & (centroids[:, 0] >= 0)]]
-    centres = [part[np.argmin(part[:, 2])] for part in soles if len(part)]
+    centres = [part[np.argmin(part[:, up])] for part in soles if len(part)]
     centres.append(centroids[np.argmax(z)])
     if n_random:
         centres.extend(centroids[rng.choice(len(faces), size=n_random, replace=False)])

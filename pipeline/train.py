@@ -51,6 +51,25 @@ def run_hash(params: Mapping[str, Any], caches: Sequence[Path],
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
+LEFT_OUT = "left out"
+"""How a cache's ``targets`` attribute starts when its subject's scan failed registration
+(``register.on_fail: skip``)."""
+
+
+def drop_left_out(caches: Sequence[Path], stage: str) -> list[Path]:
+    """The caches whose subject was not left out of training by the register stage
+    (``register.on_fail: skip``); each one dropped is named in a warning, never silently."""
+    kept = []
+    for path in caches:
+        with open_cache(path) as handle:
+            targets = str(handle.attrs.get("targets", ""))
+        if targets.startswith(LEFT_OUT):
+            log.warning("%s: %s is not trained on: %s", stage, path, targets)
+        else:
+            kept.append(Path(path))
+    return kept
+
+
 def check_training_caches(train_caches: Sequence[Path], stage: str,
                           val_caches: Sequence[Path] = (), held_out: Sequence[str] = (),
                           keep: str = "last") -> None:
@@ -97,6 +116,8 @@ def run_normal(*, train_caches: list[Path], val_caches: Sequence[Path] = (),
     """Train the normal network on the truth normal maps of the training subjects."""
     val_caches = list(val_caches)
     run = RunParams(**params["run"])
+    train_caches = drop_left_out(train_caches, "train_normal")
+    val_caches = drop_left_out(val_caches, "train_normal")
     check_training_caches(train_caches, "train_normal", val_caches, held_out, run.keep)
     task = NormalTask(params, train_caches, val_caches)
     return train(task, run, output=output, summary=summary,
@@ -109,7 +130,8 @@ def run(*, train_caches: list[Path], val_caches: Sequence[Path] = (),
         params: dict[str, Any]) -> dict[str, Any]:
     """Train Pixel2ISDF (with the normal network's checkpoint ``normal`` when its input
     uses predicted normals)."""
-    val_caches = list(val_caches)
+    train_caches = drop_left_out(train_caches, "train")
+    val_caches = drop_left_out(val_caches, "train")
     run_params = RunParams(**params["run"])
     check_training_caches(train_caches, "train", val_caches, held_out, run_params.keep)
     task = Pixel2ISDFTask(params, train_caches, val_caches, normal)
@@ -137,6 +159,8 @@ def run_pifu(*, model: str, train_caches: list[Path], val_caches: Sequence[Path]
     """Train ``model`` (``pifu`` or ``temporal_pifu``) on the training subjects' frames."""
     val_caches = list(val_caches)
     run = RunParams(**params["run"])
+    train_caches = drop_left_out(train_caches, "pifu.train")
+    val_caches = drop_left_out(val_caches, "pifu.train")
     check_training_caches(train_caches, "pifu.train", val_caches, held_out, run.keep)
     train_params = pifu_params(params, model)
     task = PifuTask(train_params, train_caches, val_caches)

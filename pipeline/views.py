@@ -21,10 +21,12 @@ class ActionViews:
     action: str
     photos: dict[str, Path]          # view → photo path
     cameras: dict[str, Camera] | None  # view → calibrated camera, when the data set has them
+    masks: dict[str, Path] | None = None  # view → the data set's own mask (data.layout.masks)
 
 
 def load_action(manifest_path: Path, action: str) -> ActionViews:
-    """Read the manifest and return one action's accepted views (and cameras, if any)."""
+    """Read the manifest and return one action's accepted views (and cameras and masks, if
+    any): the manifest's paths are relative to its ``data_dir``, the data set's folder."""
     manifest = read_json(manifest_path)
     actions = manifest.get("actions", {})
     if action not in actions:
@@ -32,6 +34,8 @@ def load_action(manifest_path: Path, action: str) -> ActionViews:
     entry = actions[action]
     data_dir = Path(manifest["data_dir"])
     photos = {view: data_dir / info["file"] for view, info in sorted(entry["views"].items())}
+    masks = {view: data_dir / info["mask"] for view, info in sorted(entry["views"].items())
+             if "mask" in info} or None
     cameras = None
     if entry.get("cameras"):
         path = data_dir / entry["cameras"]
@@ -44,7 +48,7 @@ def load_action(manifest_path: Path, action: str) -> ActionViews:
                 cameras[view] = Camera.from_dict(views[view])
             except (ValueError, KeyError, TypeError) as exc:
                 raise PipelineError(f"{path}: camera of view {view!r} is invalid: {exc}") from exc
-    return ActionViews(manifest["subject"], action, photos, cameras)
+    return ActionViews(manifest["subject"], action, photos, cameras, masks)
 
 
 def provenance(stage: str, backend: str) -> dict[str, str]:

@@ -5,21 +5,33 @@ from pathlib import Path
 
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
-from pipeline.config import check_splits, resolve_split_files
+from pipeline.config import check_layout, check_register, check_splits
+from pipeline.config import resolve_split_files
 from pipeline.config import curve_reports as config_curve_reports
+from pipeline.layout import Layout
 from pipeline.synthesize.population import check_populations, population_of
 from pipeline.synthesize.population import subject_params
+from pipeline.synthesize.standin import outputs as standin_outputs
 from pipeline.training.given import check_given_checkpoints
 
 resolve_split_files(config)  # data.split_files: subject lists from a data set's files
 DATASET = config["data"]["dataset"]
 SUBJECTS = config["data"]["subjects"]
 DATA = Path(config["data"]["root"]) / DATASET
+check_layout(config)  # data.layout: path templates; mask.backend given needs its masks
+LAYOUT = Layout.from_config(config["data"]["layout"])  # where the data set's files lie
+# The layout as the ingest job reads it (--layout): changing it reruns ingest.
+LAYOUT_JSON = json.dumps(config["data"]["layout"], sort_keys=True)
 TRUTH = DATA / "truth"
+check_register(config)  # scans in another frame, pose or place are registered
+REGISTER = config["register"]["enabled"]
+FRAME = json.dumps(config["data"]["frame"], sort_keys=True)
 SCANS = json.dumps(config["data"]["scans"], sort_keys=True)  # truth scans with holes
 RESULTS = Path(config["results"]) / DATASET
 LOGS = Path("logs") / DATASET
 SYNTHETIC = config["synthesize"]["enabled"]
+# synthesize.layout mvp_human: an MVP-Human-like stand-in (rules/synthesize.smk).
+STANDIN = SYNTHETIC and config["synthesize"].get("layout", "native") == "mvp_human"
 STAGE_ORDER = [
     "ingest",
     "detect",
@@ -138,8 +150,28 @@ def height_option(wildcards):
 
 def synthesize_params(wildcards):
     """A subject's synthesize parameters: the section's, or its population's
-    (synthesize.populations; pipeline/synthesize/population.py)."""
-    return json.dumps(subject_params(config, wildcards.subject), sort_keys=True)
+    (synthesize.populations; pipeline/synthesize/population.py). synthesize.layout is left
+    out while native (pipeline.config.LEFT_OUT_AT_DEFAULT): adding it reran nothing."""
+    params = subject_params(config, wildcards.subject)
+    if params.get("layout") == "native":
+        params = without(params, "layout")
+    return json.dumps(params, sort_keys=True)
+
+
+STANDIN_SPLITS = [
+    DATA / "splits" / f"{split}.txt" for split in ("train", "val", "test")
+]
+
+
+def standin_output(subject):
+    """The stand-in's outputs for a subject (or the "{subject}" wildcard): its photo folder,
+    the mask folder when apart, the scan's OBJ, .mtl, .png and rotation file, and its
+    standin_truth folder (pipeline.synthesize.standin.outputs)."""
+    places = standin_outputs(config["data"]["layout"], subject)
+    return {
+        name: directory(DATA / path) if is_dir else DATA / path
+        for name, (path, is_dir) in places.items()
+    }
 
 
 def section_of(section):
@@ -206,9 +238,50 @@ def split_of(subject):
     return "test" if subject in TEST_SUBJECTS else "train"
 
 
+def truth_folder(subject):
+    """The folder of a subject's canonical scan in the pipeline's frame: the register
+    stage's (register.enabled) or the data set's truth/<subject>."""
+    return RESULTS / "register" / subject if REGISTER else TRUTH / subject
+
+
+def dataset_frame_inputs(wildcards):
+    """A registered data set's meshes in its own frame and its own scan (and rotation
+    file), which evaluate scores there too; nothing otherwise."""
+    if not REGISTER:
+        return {}
+    subject, model = wildcards.subject, wildcards.model
+    inputs = {
+        "dataset_mesh": RESULTS / "submission" / model / f"{subject}.obj",
+        "dataset_body": RESULTS
+        / "submission"
+        / model
+        / "fitted_body"
+        / f"{subject}.obj",
+        "dataset_scan": DATA / LAYOUT.scan_of(subject),
+    }
+    if LAYOUT.scan_rotation is not None:
+        inputs["dataset_rotation"] = DATA / LAYOUT.rotation_of(subject)
+    return inputs
+
+
+def dataset_frame_options(wildcards, input):
+    """The evaluate options of :func:`dataset_frame_inputs` (with data.frame.unit_m)."""
+    names = ("dataset_mesh", "dataset_body", "dataset_scan", "dataset_rotation")
+    options = [
+        f"--{name.replace('_', '-')} {input[name]}"
+        for name in names
+        if name in input.keys()
+    ]
+    if options:
+        options.append(f"--unit-m {config['data']['frame']['unit_m']}")
+    return " ".join(options)
+
+
 def truth_of(wildcards):
     """A subject's truth folder, or nothing for a subject without a scan."""
-    return [] if wildcards.subject in PREDICT_SUBJECTS else TRUTH / wildcards.subject
+    if wildcards.subject in PREDICT_SUBJECTS:
+        return []
+    return truth_folder(wildcards.subject)
 
 
 def truth_option(wildcards):
@@ -244,10 +317,12 @@ def actions_of(subject):
 def all_targets(wildcards):
     """Every final output up to config["stop_after"] (an input function: it reads manifests)."""
     targets = expand(RESULTS / "manifest" / "{subject}.json", subject=SUBJECTS)
-    if SYNTHETIC:
+    if SYNTHETIC and not STANDIN:
         targets += expand(
             RESULTS / "synthetic_checks" / "{subject}.json", subject=SUBJECTS
         )
+    if STANDIN:
+        targets += STANDIN_SPLITS  # rules/synthesize.smk
     last = {
         "detect": RESULTS / "crop" / "{subject}" / "{action}",
         "mask": RESULTS / "mask" / "{subject}" / "{action}",
@@ -279,6 +354,11 @@ def all_targets(wildcards):
         targets += expand(
             RESULTS / "recon" / "pixel2isdf" / "{subject}.glb", subject=RECON_SUBJECTS
         )
+        if REGISTER:  # in the data set's frame, as a submission
+            targets += expand(
+                RESULTS / "submission" / "pixel2isdf" / "{subject}.obj",
+                subject=RECON_SUBJECTS,
+            )
     if STOP_AFTER >= STAGE_ORDER.index("cache") and config["pifu"]["enabled"]:
         targets.append(RESULTS / "eval" / "pifu" / "table2.csv")  # its own branch
         targets += expand(

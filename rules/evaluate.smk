@@ -4,9 +4,10 @@
 
 rule evaluate:
     input:
+        unpack(dataset_frame_inputs),
         mesh=RESULTS / "recon" / "{model}" / "{subject}.ply",
         recon=RESULTS / "recon" / "{model}" / "{subject}.json",
-        truth=TRUTH / "{subject}",
+        truth=lambda wildcards: truth_folder(wildcards.subject),
         cache=RESULTS / "cache" / "{subject}.h5",
     output:
         RESULTS / "eval" / "{model}" / "{subject}.json",
@@ -22,12 +23,13 @@ rule evaluate:
     params:
         stage=stage_params("evaluate"),
         scans=SCANS,
+        dataset=dataset_frame_options,
     shell:
         "IGL_NUM_THREADS={threads} python -m pipeline evaluate --params {params.stage:q}"
         " --mesh {input.mesh} --recon {input.recon} --cache {input.cache}"
         " --truth {input.truth}/canonical_clothed.ply"
         " --truth-body {input.truth}/canonical_body.ply --model {wildcards.model}"
-        " --scans {params.scans:q} --output {output} 2> {log}"
+        " --scans {params.scans:q} {params.dataset} --output {output} 2> {log}"
 
 
 rule evaluate_summary:

@@ -1,10 +1,11 @@
 # Ingest: decode and check every photo of a subject, write the manifest later stages read.
-# A checkpoint: the actions of a subject are known once its manifest exists.
+# A checkpoint: the actions of a subject are known once its manifest exists. Its input is
+# the subject's photo folder under data.layout.photos (<data set>/<subject> by default).
 
 
 checkpoint ingest:
     input:
-        data=DATA / "{subject}",
+        photos=lambda wildcards: DATA / LAYOUT.photo_folder(wildcards.subject),
     output:
         RESULTS / "manifest" / "{subject}.json",
     log:
@@ -18,6 +19,9 @@ checkpoint ingest:
         mem_mb=1000,
     params:
         stage=stage_params("ingest"),
+        data=str(DATA),
+        # a function: the templates' {subject}, {action}, {view} are not wildcards
+        layout=lambda wildcards: LAYOUT_JSON,
     shell:
         "python -m pipeline ingest --params {params.stage:q} --subject {wildcards.subject}"
-        " --data-dir {input.data} --output {output} 2> {log}"
+        " --data-dir {params.data:q} --layout {params.layout:q} --output {output} 2> {log}"

@@ -16,8 +16,7 @@ rule mask:
     resources:
         mem_mb=3000,
     params:
-        # a function: mask.given.template's {dir} and {view} are not wildcards
-        stage=lambda wildcards: stage_params("mask"),
+        stage=stage_params("mask"),
         truth=lambda wildcards: TRUTH / wildcards.subject,
     shell:
         "python -m pipeline mask --params {params.stage:q} --subject {wildcards.subject}"

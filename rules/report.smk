@@ -6,7 +6,7 @@ rule render_recon:
     input:
         mesh=RESULTS / "recon" / "{model}" / "{subject}.ply",
         recon=RESULTS / "recon" / "{model}" / "{subject}.json",
-        truth=TRUTH / "{subject}",
+        truth=lambda wildcards: truth_folder(wildcards.subject),
     output:
         report(
             RESULTS / "report" / "render" / "{model}" / "{subject}.png",

@@ -155,7 +155,7 @@ def synthetic_subject(tmp_path_factory):
     synthesize_subject(subject="s000", photos_dir=photos, truth_dir=truth,
                        params=SynthParams.from_params(stage_params(config, "synthesize")))
     manifest = root / "manifest" / "s000.json"
-    ingest_subject(data_dir=photos, subject="s000", output=manifest,
+    ingest_subject(data_dir=photos.parent, subject="s000", output=manifest,
                    params=IngestParams(min_views=1))
     return {"subject": "s000", "photos": photos, "truth": truth, "manifest": manifest,
             "root": root}

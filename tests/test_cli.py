@@ -51,7 +51,7 @@ def test_main_runs_ingest_with_json_params(tmp_path):
               "min_side": 8, "max_pixels": 10**7}
     out = tmp_path / "m.json"
     code = main(["ingest", "--params", json.dumps(params), "--subject", "s0",
-                 "--data-dir", str(tmp_path / "s0"), "--output", str(out)])
+                 "--data-dir", str(tmp_path), "--output", str(out)])
     assert code == 0 and json.loads(out.read_text())["n_views"] == 2
 
 

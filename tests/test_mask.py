@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -52,17 +53,32 @@ def test_matting_keeps_the_mask(synthetic_subject, crops, tmp_path):
         assert _iou(alpha > 127, _truth_crop(synthetic_subject, crops, view)) > 0.95
 
 
+def _with_masks(crops, tmp_path, masks):
+    """A copy of the detect folder whose records name ``masks[view]`` (as detect writes
+    them from a manifest made with ``data.layout.masks``); a view absent has no mask."""
+    copy = tmp_path / "crop"
+    shutil.copytree(crops, copy)
+    detected = json.loads((copy / "crop.json").read_text())
+    for view, record in detected["views"].items():
+        if view in masks:
+            record["mask"] = str(masks[view])
+    (copy / "crop.json").write_text(json.dumps(detected))
+    return copy
+
+
 def test_given_masks_of_16_bits_are_the_truth(synthetic_subject, crops, tmp_path):
-    """``mask.backend: given``: a data set's own mask per photo, here 16-bit PNGs."""
+    """``mask.backend: given``: a data set's own mask per photo, here 16-bit PNGs, found
+    through the detect record's ``mask`` (data.layout.masks, via the manifest)."""
+    masks = {}
     for view in ("cam0", "cam1", "cam2"):
         mask = read_gray(synthetic_subject["truth"] / "act00" / f"{view}_mask.png")
         wide = (mask.astype(np.uint32) * 257).astype(np.uint16)
-        (tmp_path / "masks" / "act00").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(wide).save(tmp_path / "masks" / "act00" / f"{view}.png")
-    template = str(tmp_path / "masks" / "{action}" / "{view}.png")
-    result = mask_action(crops=crops, action="act00", truth=synthetic_subject["truth"],
-                         output=tmp_path / "m",
-                         params=MaskParams("given", "none", 4, {"template": template}, {}))
+        masks[view] = tmp_path / "masks" / "act00" / f"{view}.png"
+        masks[view].parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(wide).save(masks[view])
+    result = mask_action(crops=_with_masks(crops, tmp_path, masks), action="act00",
+                         truth=synthetic_subject["truth"], output=tmp_path / "m",
+                         params=MaskParams("given", "none", 4, {}, {}))
     assert result["backend"] == "given" and result["oracle"] is False
     for view in ("cam0", "cam1", "cam2"):
         alpha = read_gray(tmp_path / "m" / f"{view}.png")
@@ -70,9 +86,18 @@ def test_given_masks_of_16_bits_are_the_truth(synthetic_subject, crops, tmp_path
 
 
 def test_a_missing_given_mask_is_named(synthetic_subject, crops, tmp_path):
-    template = str(tmp_path / "nowhere" / "{view}.png")
-    with pytest.raises(PipelineError, match=r"nowhere/cam\d\.png is missing.*mask\.given"):
+    masks = {v: tmp_path / "nowhere" / f"{v}.png" for v in ("cam0", "cam1", "cam2")}
+    with pytest.raises(PipelineError,
+                       match=r"nowhere/cam\d\.png is missing.*data\.layout\.masks"):
+        mask_action(crops=_with_masks(crops, tmp_path, masks), action="act00",
+                    truth=synthetic_subject["truth"], output=tmp_path / "m",
+                    params=MaskParams("given", "none", 4, {}, {}))
+    assert not (tmp_path / "m").exists()
+
+
+def test_given_without_layout_masks_names_view_and_setting(synthetic_subject, crops, tmp_path):
+    """A layout without masks (data.layout.masks null): the records name none."""
+    with pytest.raises(PipelineError, match=r"s000/act00/cam\d: .*data\.layout\.masks"):
         mask_action(crops=crops, action="act00", truth=synthetic_subject["truth"],
-                    output=tmp_path / "m",
-                    params=MaskParams("given", "none", 4, {"template": template}, {}))
+                    output=tmp_path / "m", params=MaskParams("given", "none", 4, {}, {}))
     assert not (tmp_path / "m").exists()

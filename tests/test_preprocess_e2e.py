@@ -57,7 +57,7 @@ def test_default_preprocessing_matches_the_synthetic_truth(tmp_path: Path) -> No
     keypoints = results / "keypoints" / SUBJECT / f"{ACTION}.json"
     _stage("synthesize", "--config", config, "--subject", SUBJECT, "--output", photos,
            "--truth", truth / SUBJECT)
-    _stage("ingest", "--config", config, "--subject", SUBJECT, "--data-dir", photos,
+    _stage("ingest", "--config", config, "--subject", SUBJECT, "--data-dir", photos.parent,
            "--output", manifest)
     # The truth the rules pass is only read by the oracle backends: give none to prove it.
     no_truth = tmp_path / "no_truth"

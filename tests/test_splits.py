@@ -82,7 +82,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_layout(data, {s: {"act00": 2} for s in SUBJECTS})
     for subject in SUBJECTS:
         (data / "truth" / subject).mkdir(parents=True)
-        ingest_subject(data_dir=data / subject, subject=subject,
+        ingest_subject(data_dir=data, subject=subject,
                        output=workdir / "results" / "tiny" / "manifest" / f"{subject}.json",
                        params=IngestParams(min_views=2))
     return workdir

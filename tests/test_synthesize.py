@@ -46,10 +46,10 @@ def test_layout_matches_a_real_data_set(subject, tmp_path):
         "cam0.jpg", "cam1.jpg", "cam2.jpg", "cameras.json"]
     with Image.open(photos / "act00" / "cam0.jpg") as image:
         assert image.size == (160, 120) and image.format == "JPEG"
-    manifest = ingest_subject(data_dir=photos, subject="s000", output=tmp_path / "m.json",
+    manifest = ingest_subject(data_dir=subject, subject="s000", output=tmp_path / "m.json",
                               params=IngestParams(min_views=3, min_side=64))
     assert manifest["n_views"] == 6
-    assert manifest["actions"]["act01"]["cameras"] == "act01/cameras.json"
+    assert manifest["actions"]["act01"]["cameras"] == "s000/act01/cameras.json"
 
 
 def test_truth_files(subject):

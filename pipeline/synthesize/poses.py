@@ -292,6 +292,19 @@ def mirror_rotations(rotations: Mapping[str, Angles]) -> dict[str, Angles]:
 POSE_LIBRARY: Mapping[str, Pose] = types.MappingProxyType(_library())
 CANONICAL_POSE: Pose = POSE_LIBRARY["canonical"]
 
+DA_POSE: Pose = make_pose("da_pose", _sym(upperarm01_L=(0.0, -48.0, 0.0),
+                                          lowerarm01_L=(0.0, 0.0, -38.0),
+                                          upperleg01_L=(0.0, -20.0, 0.0)))
+"""SMPL's "da-pose" (the canonical pose of MVP-Human's scans) in Anny's convention.
+
+Upper arms horizontal (T-pose: ``upperarm01 ry = -48``), elbows straight (``lowerarm01
+rk = -38``), each leg turned outwards about the forward axis to 25 degrees from vertical
+(``upperleg01 ry = -20``: Anny's reference legs are 5.2 degrees from vertical). Measured on
+the default phenotype: arms 0.2 degrees below horizontal, elbows 3.7 degrees of flexion, legs
+25.2 degrees from vertical. Kept OUT of :data:`POSE_LIBRARY` so that :func:`sample_actions`
+never draws it; ``pipeline.synthesize.standin`` reposes canonical scans into it.
+"""
+
 
 def get_pose(name: str) -> Pose:
     """The library pose called ``name``; ValueError naming it when unknown."""

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.camera import Camera, ring_cameras
+from pipeline.errors import PipelineError
 from pipeline.imageio import save_jpeg, save_png
 from pipeline.io import atomic_directory, atomic_path, write_json
 from pipeline.meshio import write_ply
@@ -279,7 +280,31 @@ def _write_subject_truth(truth: Path, subject: str, phenotype, outfit, appearanc
     save_png(truth / "contact_sheet.png", sheet)
 
 
-def run(*, subject: str, output: Path, truth: Path, params: dict[str, Any]) -> None:
-    """CLI entry: ``python -m pipeline synthesize``."""
-    synthesize_subject(subject=subject, photos_dir=output, truth_dir=truth,
-                       params=SynthParams.from_params(params))
+def run(*, subject: str, output: Path, truth: Path, params: dict[str, Any],
+        dataset: Path | None = None, data_layout: str | None = None) -> None:
+    """CLI entry: ``python -m pipeline synthesize``.
+
+    ``synthesize.layout`` native (the default): photos to ``output``, truth to ``truth``.
+    mvp_human: the subject is generated natively into a temporary folder, then written as an
+    MVP-Human-like stand-in (``pipeline/synthesize/standin.py``) under the data set folder
+    ``dataset`` at the paths of the ``data.layout`` templates ``data_layout`` (JSON; absent:
+    ``standin.MVP_HUMAN_LAYOUT``); ``output`` must then be the subject's photo folder there
+    and ``truth`` its ``standin_truth/<subject>`` folder.
+    """
+    synth = SynthParams.from_params(params)
+    if params.get("layout", "native") == "native":
+        synthesize_subject(subject=subject, photos_dir=output, truth_dir=truth, params=synth)
+        return
+    from pipeline.synthesize import standin
+
+    if dataset is None:
+        raise PipelineError("synthesize.layout mvp_human: give the data set folder (--dataset)")
+    templates = standin.parse_templates(data_layout)
+    places = standin.outputs(templates, subject)
+    for name, given in (("photos", output), ("truth", truth)):
+        expected = Path(dataset) / places[name][0]
+        if Path(given).resolve() != expected.resolve():
+            raise PipelineError(f"synthesize.layout mvp_human writes the {name} of {subject} "
+                                f"to {expected}, not {given}")
+    standin.synthesize_standin(subject=subject, dataset=Path(dataset), templates=templates,
+                               params=synth)
