@@ -109,17 +109,22 @@ def test_photos_and_masks_at_the_template_paths(made):
             names = {"subject": SUBJECT, "action": action, "view": view, "ext": "png"}
             photo = ds / fill(LAYOUT["photos"], **names)
             mask = ds / fill(LAYOUT["masks"], **names)
+            size = (standin.PHOTO_SIZE, standin.PHOTO_SIZE)
             with Image.open(photo) as image:
-                assert image.format == "PNG" and image.mode == "RGB"
-                assert image.size == (128, 128)
+                assert image.format == "PNG" and image.mode == "RGB" and image.size == size
             with Image.open(mask) as image:
-                assert image.format == "PNG" and image.mode == "L" and image.size == (128, 128)
-            np.testing.assert_array_equal(read_rgb(photo), read_rgb(photos / native /
-                                                                    f"{view}.jpg"))
+                assert image.format == "PNG" and image.mode == "L" and image.size == size
+            box = made["record"]["crops"][action][view]
+            native_mask = read_gray(truth / native / f"{view}_mask.png") > 0
+            assert box == standin.square_box(native_mask)
+            np.testing.assert_array_equal(
+                read_rgb(photo), standin.cut(read_rgb(photos / native / f"{view}.jpg"), box,
+                                             standin.PHOTO_SIZE, False))
             values = read_gray(mask)
             assert set(np.unique(values)) <= {0, 255} and values.max() == 255
-            np.testing.assert_array_equal(values > 0,
-                                          read_gray(truth / native / f"{view}_mask.png") > 0)
+            expected = standin.cut(native_mask.astype(np.uint8) * 255, box, standin.PHOTO_SIZE,
+                                   True)
+            np.testing.assert_array_equal(values, expected)
     folder = ds / standin.outputs(LAYOUT, SUBJECT)["photos"][0]
     assert not list(folder.rglob("*.json")) and not list(folder.rglob("*.jpg"))  # no cameras
 
@@ -274,3 +279,15 @@ def test_split_files(tmp_path):
     assert (tmp_path / "splits" / "train.txt").read_text() == "000001\n000002\n"
     assert (tmp_path / "splits" / "val.txt").read_text() == ""
     assert (tmp_path / "splits" / "test.txt").read_text() == "000003\n"
+
+
+def test_square_box_centres_the_person():
+    mask = np.zeros((60, 100), dtype=bool)
+    mask[10:50, 70:80] = True  # right of centre
+    assert standin.square_box(mask) == [40, 0, 60]  # centred on x = 74.5, inside the photo
+    mask[:] = False
+    mask[5:20, 95:100] = True  # at the right edge: the window stops at the edge
+    assert standin.square_box(mask) == [40, 0, 60]
+    tall = np.zeros((100, 40), dtype=bool)
+    tall[0:10, 10:20] = True
+    assert standin.square_box(tall) == [0, 0, 40]

@@ -9,8 +9,9 @@ rotation file ``R0.txt`` (the data set's frame is ``R0 @ x`` for a point ``x`` o
 :func:`write_standin` turns a subject generated natively (``stage.synthesize_subject``) into
 that format at the paths of the ``data.layout`` templates (a plain mapping here)::
 
-    photos         <action>/<view>.jpg re-encoded as PNG, act00 -> Action01 (act00_f01 ->
-                   Action01_f01), views keep their names
+    photos         <action>/<view>.jpg cut to the largest square around the person and
+                   resized to 512² PNG (the windows in standin.json), act00 -> Action01
+                   (act00_f01 -> Action01_f01), views keep their names
     masks          the truth's <action>/<view>_mask.png, 0/255
     scan           the truth's canonical_clothed.npz reposed into DA_POSE by its own LBS
                    weights, pelvis at the origin, axes (x, y, z) -> (x, z, -y), holes punched
@@ -57,6 +58,8 @@ TRUTH_FILES = ("canonical_clothed.ply", "canonical_body.ply", "subject.json")
 AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 """The pipeline's axes (Z up, facing -Y, left +X) to SMPL's (Y up, facing +Z, left +X)."""
 TEXTURE_SIZE = 512
+PHOTO_SIZE = 512
+"""Side of the stand-in's photos and masks: square crops around the person, resized."""
 HOLE_RADIUS = 0.04  # metres
 RANDOM_HOLES = 3
 
@@ -196,6 +199,30 @@ def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
     return used, remap[faces]
 
 
+def square_box(mask: np.ndarray) -> list[int]:
+    """The largest square window of the photo, centred on the person (``mask``'s box) as
+    far as the photo allows: ``[x0, y0, side]`` pixels (MVP-Human's photos are square crops
+    around the person)."""
+    height, width = mask.shape
+    side = min(height, width)
+    ys, xs = np.nonzero(mask)
+    cx = 0.5 * (xs.min() + xs.max()) if len(xs) else 0.5 * width
+    cy = 0.5 * (ys.min() + ys.max()) if len(ys) else 0.5 * height
+    x0 = int(np.clip(round(cx - side / 2), 0, width - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, height - side))
+    return [x0, y0, side]
+
+
+def cut(image: np.ndarray, box: list[int], size: int, nearest: bool) -> np.ndarray:
+    """``image`` cut to the square ``box`` and resized to ``size``² (nearest for a mask)."""
+    from PIL import Image
+
+    x0, y0, side = box
+    window = Image.fromarray(image[y0:y0 + side, x0:x0 + side])
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
+    return np.asarray(window.resize((size, size), method))
+
+
 def write_standin(*, subject: str, photos: Path, truth: Path, dataset: Path,
                   templates: Mapping[str, Any], rng: np.random.Generator,
                   model: Any = None) -> dict[str, Any]:
@@ -221,7 +248,7 @@ def write_standin(*, subject: str, photos: Path, truth: Path, dataset: Path,
               "map": "x_file = Q^T (axes (x_posed - pelvis)); x_posed: canonical_clothed.npz "
                      "skinned into pose with its weights and posed_body(pose) transforms; "
                      "x_dataset = R0 x_file, R0 = Q",
-              "subject": subject, "actions": actions,
+              "subject": subject, "actions": actions, "crops": {},
               "faces": {"kept": len(faces), "punched": len(scan["faces"]) - len(faces)}}
     folders = {name: path for name, (path, is_dir) in places.items() if is_dir}
     with contextlib.ExitStack() as stack:
@@ -243,9 +270,12 @@ def write_standin(*, subject: str, photos: Path, truth: Path, dataset: Path,
                     raise PipelineError(f"{truth / native}: mask of {view} is {mask.shape}, "
                                         f"the photo {rgb.shape[:2]}")
                 names = {"subject": subject, "action": action, "view": view, "ext": "png"}
-                save_png(where(fill(t["photos"], **names)), rgb)
-                save_png(where(fill(t["masks"], **names)), np.where(mask > 0, 255, 0)
-                         .astype(np.uint8))
+                box = square_box(mask > 0)
+                record["crops"].setdefault(action, {})[view] = box
+                save_png(where(fill(t["photos"], **names)), cut(rgb, box, PHOTO_SIZE, False))
+                save_png(where(fill(t["masks"], **names)),
+                         cut(np.where(mask > 0, 255, 0).astype(np.uint8), box, PHOTO_SIZE,
+                             True))
         truth_dir = staged[folders["truth"]]
         for name in TRUTH_FILES:
             shutil.copy2(truth / name, truth_dir / name)
