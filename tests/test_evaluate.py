@@ -194,3 +194,31 @@ def test_summary_refuses_a_foreign_json(tmp_path: Path) -> None:
         summarize(reports=[other], csv_output=tmp_path / "m.csv", markdown=tmp_path / "m.md",
                   html_output=tmp_path / "m.html", params={})
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_scores_in_the_data_set_frame(subject, tmp_path: Path) -> None:
+    """The meshes written in the data set's frame against its own scan: its rotation file
+    applied, its unit converted (centimetres here), the fitted body beside the model."""
+    from pipeline.evaluate import dataset_frame_scores
+    from pipeline.meshio import write_obj
+
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    clothed, faces = sphere(CLOTHED_R, 4)
+    body, body_faces = sphere(BODY_R, 4)
+    offset = np.array([0.0, 0.9, 0.0])  # the data set's origin is elsewhere
+    in_cm = 100.0 * (clothed + offset)
+    write_obj(tmp_path / "scan.obj", in_cm @ rotation, faces)  # the file holds Rᵀ x
+    np.savetxt(tmp_path / "R0.txt", rotation)
+    write_obj(tmp_path / "model.obj", in_cm, faces)
+    write_obj(tmp_path / "body.obj", 100.0 * (body + offset), body_faces)
+    scores = dataset_frame_scores(mesh=tmp_path / "model.obj", body=tmp_path / "body.obj",
+                                  scan=tmp_path / "scan.obj", rotation=tmp_path / "R0.txt",
+                                  unit_m=0.01, params=PARAMS)
+    assert scores["model"]["chamfer_cm"] < 0.05
+    gap_cm = 100.0 * (CLOTHED_R - BODY_R)
+    assert scores["fitted_body"]["chamfer_cm"] == pytest.approx(gap_cm, abs=0.5)
+    assert scores["fitted_body"]["mvp_chamfer_cm"] >= scores["fitted_body"]["chamfer_cm"]
+    unturned = dataset_frame_scores(mesh=tmp_path / "model.obj", body=tmp_path / "body.obj",
+                                    scan=tmp_path / "scan.obj", rotation=None, unit_m=0.01,
+                                    params=PARAMS)
+    assert unturned["model"]["chamfer_cm"] > 10.0  # without its rotation the scan is elsewhere

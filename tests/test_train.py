@@ -379,3 +379,19 @@ def test_more_processes_than_visible_gpus_is_refused(monkeypatch) -> None:
     with pytest.raises(PipelineError, match="2 processes on this node but only 1 visible CUDA"):
         resolve_device("cuda", World(rank=1, size=2, local_rank=1))
     assert resolve_device("cpu", World(rank=1, size=2, local_rank=1)) == torch.device("cpu")
+
+
+def test_a_subject_left_out_by_registration_is_not_trained_on(caches, tmp_path: Path) -> None:
+    """register.on_fail: skip marks the cache; training names it and goes on without it."""
+    import shutil
+
+    import h5py
+
+    from pipeline.train import drop_left_out
+
+    marked = tmp_path / "s9.h5"
+    shutil.copy(caches["train"][0], marked)
+    with h5py.File(marked, "a") as handle:
+        handle.attrs["targets"] = "left out: the scan's registration failed"
+    kept = drop_left_out([marked, caches["train"][1]], "train")
+    assert kept == [caches["train"][1]]
