@@ -3,17 +3,23 @@
 ``open_cache`` is the only way in: it refuses a file of another layout version with a message
 that says how to rebuild it. ``CacheIndex`` holds the small per-subject tables a dataset needs
 to pick views and frames without touching the large arrays. Layout: ``docs/cache.md``.
+
+h5py is imported where a file is opened: the Snakefile's parse reads ``SCHEMA_VERSION``
+(through pipeline/training/checkpoint.py) and imports nothing heavy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from models.errors import PipelineError
+
+if TYPE_CHECKING:
+    import h5py
 
 SCHEMA_VERSION = 4
 """Layout version; bump it whenever a dataset or attribute changes name, shape or meaning.
@@ -42,6 +48,8 @@ def open_cache(path: str | Path) -> h5py.File:
         PipelineError: the file is missing, not HDF5, or of another ``schema_version``
             (naming the file, the found and expected versions and how to rebuild).
     """
+    import h5py
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"cache file {path} does not exist; build it with the cache stage "

@@ -168,11 +168,13 @@ def check_layout(config: Mapping[str, Any], source: str = "config") -> None:
         layout = Layout.from_config(config["data"].get("layout", {}))
     except PipelineError as exc:
         raise PipelineError(f"invalid configuration in {source}:\n  - {exc}") from exc
-    if config.get("mask", {}).get("backend") == "given" and layout.masks is None:
-        raise PipelineError(
-            f"invalid configuration in {source}:\n  - mask.backend: given reads the data "
-            "set's own masks, but data.layout.masks is null: set it to where a photo's mask "
-            "lies (e.g. {subject}/{action}/masks/{view}.png) or choose another mask.backend")
+    for stage in ("detect", "mask"):
+        if config.get(stage, {}).get("backend") == "given" and layout.masks is None:
+            raise PipelineError(
+                f"invalid configuration in {source}:\n  - {stage}.backend: given reads the "
+                "data set's own masks, but data.layout.masks is null: set it to where a "
+                "photo's mask lies (e.g. {subject}/{action}/masks/{view}.png) or choose "
+                f"another {stage}.backend")
 
 
 def check_register(config: Mapping[str, Any], source: str = "config") -> None:
@@ -187,8 +189,9 @@ def check_register(config: Mapping[str, Any], source: str = "config") -> None:
     from pipeline.layout import Layout
 
     data = config["data"]
-    if config.get("register", {}).get("enabled", False):
-        return
+    if config.get("register", {}).get("enabled", False) or config.get("stop_after") in (
+            "ingest", "detect", "mask", "keypoints", "overlay", "fit"):
+        return  # registering, or no stage that reads a scan
     frame = DatasetFrame.from_config(data["frame"])
     layout = Layout.from_config(data.get("layout", {}))
     reasons = []

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.backends import Detection, make_backend
 from pipeline.crop import square_box
 from pipeline.errors import PipelineError
-from pipeline.imageio import read_rgb, save_png
+from pipeline.imageio import read_matte, read_rgb, save_png
 from pipeline.io import atomic_directory, write_json
 from pipeline.progress import progress
 from pipeline.views import ORACLE_BACKEND, load_action, provenance, stage_header, truth_views
@@ -70,6 +70,23 @@ def _oracle_detections(truth: Path, action: str) -> dict[str, list[Detection]]:
             if v["mask_area"] > 0 else [] for view, v in views.items()}
 
 
+GIVEN_BACKEND = "given"
+
+
+def _given_detections(views: Any) -> dict[str, list[Detection]]:
+    """The person's box in each view from the data set's own masks (``detect.backend:
+    given``): the box of the mask's pixels above 0.5, score 1; none for an empty mask."""
+    if views.masks is None:
+        raise PipelineError(f"{views.subject}: detect.backend given reads the data set's "
+                            "masks, but data.layout.masks is null")
+    out = {}
+    for view, path in views.masks.items():
+        ys, xs = np.nonzero(read_matte(path) > 0.5)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+        out[view] = [Detection(box, 1.0)] if len(xs) else []
+    return out
+
+
 def detect_action(*, manifest: Path, action: str, truth: Path, output: Path,
                   params: DetectParams) -> dict[str, Any]:
     """Detect and crop every view of ``action``; write ``output/`` atomically.
@@ -79,7 +96,8 @@ def detect_action(*, manifest: Path, action: str, truth: Path, output: Path,
             named), or an action left without any person.
     """
     views = load_action(Path(manifest), action)
-    oracle = _oracle_detections(truth, action) if params.backend == ORACLE_BACKEND else None
+    oracle = (_oracle_detections(truth, action) if params.backend == ORACLE_BACKEND
+              else _given_detections(views) if params.backend == GIVEN_BACKEND else None)
     detector = None if oracle is not None else make_backend("detect", params.backend,
                                                             params.options)
     records: dict[str, Any] = {}

@@ -79,7 +79,8 @@ def test_a_bad_template_fails_at_parse_time(key: str, template: str, message: st
 
 def test_default_and_mvp_layouts_are_valid() -> None:
     assert Layout.from_config(validate_config({})["data"]["layout"]) == Layout()
-    layout = Layout.from_config(validate_config({"data": {"layout": MVP}})["data"]["layout"])
+    config = validate_config({"data": {"layout": MVP}, "register": {"enabled": True}})
+    layout = Layout.from_config(config["data"]["layout"])
     assert layout == Layout(**MVP)
     assert layout.photo_folder("100001") == "Images/100001"
     assert layout.mask_of("100001", "a0", "07") == "Images/100001/a0/masks/07.png"
@@ -92,7 +93,8 @@ def test_default_and_mvp_layouts_are_valid() -> None:
 def test_given_masks_need_layout_masks() -> None:
     with pytest.raises(PipelineError, match=r"mask\.backend: given .* data\.layout\.masks is null"):
         validate_config({"mask": {"backend": "given"}})
-    validate_config({"mask": {"backend": "given"}, "data": {"layout": MVP}})
+    validate_config({"mask": {"backend": "given"}, "data": {"layout": MVP},
+                     "register": {"enabled": True}})
 
 
 def test_split_files_with_an_mvp_layout(tmp_path: Path) -> None:
@@ -101,7 +103,8 @@ def test_split_files_with_an_mvp_layout(tmp_path: Path) -> None:
     (folder / "mvp_test50.txt").write_text("# test\n200001\n")
     config = validate_config({"data": {
         "root": str(tmp_path / "data"), "dataset": "mvp", "layout": MVP,
-        "split_files": {"subjects": "mvp_train200.txt", "test_subjects": "mvp_test50.txt"}}})
+        "split_files": {"subjects": "mvp_train200.txt", "test_subjects": "mvp_test50.txt"}},
+        "register": {"enabled": True}})
     data = config["data"]
     assert data["subjects"] == ["100001", "100002", "200001"]
     assert data["test_subjects"] == ["200001"]
@@ -207,6 +210,23 @@ def test_layout_masks_reach_the_given_mask_backend(tmp_path: Path, monkeypatch) 
     expected = crop_matte(read_matte(mask), CropBox.from_dict(record["crop"]))
     coarse = read_gray(tmp_path / "m" / "01_coarse.png")
     np.testing.assert_array_equal(coarse, np.round(expected * 255).astype(np.uint8))
+
+
+def test_given_detection_boxes_the_mask(tmp_path: Path) -> None:
+    """``detect.backend: given``: the box of each view's own mask."""
+    root = make_mvp(tmp_path / "mvp", ["100001"], actions=("a0",))
+    manifest = tmp_path / "manifest.json"
+    ingest_subject(data_dir=root, subject="100001", output=manifest,
+                   params=IngestParams(min_views=2), layout=Layout(**MVP))
+    detected = detect_action(manifest=manifest, action="a0", truth=tmp_path / "none",
+                             output=tmp_path / "crop",
+                             params=DetectParams("given", 64, 0.1, "fail", 0.3, {}))
+    for view, record in detected["views"].items():
+        mask = read_matte(root / "Images" / "100001" / "a0" / "masks" / f"{view}.png") > 0.5
+        ys, xs = np.nonzero(mask)
+        assert record["box_xyxy"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    with pytest.raises(PipelineError, match=r"detect\.backend: given .* data\.layout\.masks"):
+        validate_config({"detect": {"backend": "given"}})
 
 
 # --- the CLI and the workflow ---------------------------------------------------------------

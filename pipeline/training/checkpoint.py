@@ -19,6 +19,9 @@ older version, one copied without it, one replaced after it, a sidecar that is n
 or lacks a key) it warns, naming the file and ``python -m pipeline checkpoint-meta
 --checkpoints FILE``, and reads the header from the checkpoint itself, memory-mapped so the
 weights are not read. A broken sidecar is never an error: it is only a shortcut.
+
+torch is imported by the functions that save, load or seed, not with the module: the check at
+every Snakefile parse reads the sidecar and imports nothing heavy (tests/test_parse.py).
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from models.cache_io import SCHEMA_VERSION
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "pixel2isdf.checkpoint/1"
 SIDECAR = "pixel2isdf.checkpoint-meta/1"
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 
 def rng_state() -> dict[str, Any]:
     """The RNG states a resumed run restores (torch CPU/CUDA, Python ``random``)."""
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
                              "python_version": random.getstate()[0],
                              "python_gauss": random.getstate()[2]}
@@ -58,6 +64,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` saved."""
+    import torch
+
     torch.set_rng_state(state["torch"])
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -66,6 +74,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus ``format``) to ``path`` atomically, then its sidecar."""
+    import torch
+
     data = {"format": FORMAT, **payload}
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
@@ -75,6 +85,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 def _torch_load(path: Path, map_location: str | torch.device = "cpu",
                 mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)``; a file that is not a checkpoint is a PipelineError."""
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError,
