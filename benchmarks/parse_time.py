@@ -56,28 +56,37 @@ OLD_IMPORTS = ("torch", "h5py", "models.pifu.model", "models.pixel2isdf.model",
                "models.pixel2isdf.normal_net")
 """What the parse imported before issue 29 (through pipeline/training/given.py)."""
 
-# Runs snakemake (argv: its arguments) watching HEAVY's first imports by the workflow's code;
-# writes {package: "file:line"} to $PARSE_WATCH_OUT. $PARSE_WATCH_PRELOAD: modules imported
-# first (not watched).
+# Runs snakemake (argv: its arguments) watching the first imports made by the workflow's code
+# (a frame of $PARSE_WATCH_TREE outside site-packages on the stack). Writes to $PARSE_WATCH_OUT
+# {"heavy": {package of $PARSE_WATCH_HEAVY: "Snakefile:21 > ... > importing line"}, "watched":
+# how many imports by the workflow it saw}. $PARSE_WATCH_PRELOAD: modules imported first,
+# unwatched.
 WATCH = r"""
-import atexit, json, os, sys, traceback
+import atexit, json, os, sys
 for name in json.loads(os.environ.get("PARSE_WATCH_PRELOAD", "[]")):
     __import__(name)
 heavy = set(json.loads(os.environ["PARSE_WATCH_HEAVY"]))
-tree, found = os.environ["PARSE_WATCH_TREE"], {}
+tree, found, seen = os.environ["PARSE_WATCH_TREE"], {}, []
+def ours():
+    lines, frame = [], sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(tree + os.sep) and "site-packages" not in name:
+            lines.append(f"{os.path.relpath(name, tree)}:{frame.f_lineno}")
+        frame = frame.f_back
+    return lines[::-1]
 class Watch:
     def find_spec(self, name, path=None, target=None):
-        if name in heavy and name not in found:
-            ours = [f"{os.path.relpath(f.filename, tree)}:{f.lineno}"
-                    for f in traceback.extract_stack()
-                    if f.filename.startswith(tree + os.sep) and "site-packages" not in f.filename]
-            if ours:
-                found[name] = ours[-1]
+        lines = ours()
+        if lines:
+            seen.append(name)
+            if name in heavy and name not in found:
+                found[name] = " > ".join(lines)
         return None
 sys.meta_path.insert(0, Watch())
 def report():
     with open(os.environ["PARSE_WATCH_OUT"], "w") as fh:
-        json.dump(found, fh)
+        json.dump({"heavy": found, "watched": len(seen)}, fh)
 atexit.register(report)
 from snakemake.cli import main
 sys.argv = ["snakemake", *sys.argv[1:]]
@@ -121,10 +130,11 @@ def parse_imports(configfiles: list[Path] | None = None, tree: Path = REPO) -> d
 
 
 def dry_run(directory: Path, args: list[str], tree: Path = REPO,
-            preload: tuple[str, ...] = ()) -> tuple[float, dict[str, str]]:
-    """``snakemake -n --nolock --cores 1 ARGS`` in ``directory`` with ``tree``'s Snakefile:
-    its wall seconds and the ``HEAVY`` packages the workflow's code imported
-    (``{package: "file:line"}``), ``preload`` imported first."""
+            preload: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``snakemake -n --nolock --cores 1 ARGS`` in ``directory`` with ``tree``'s Snakefile,
+    ``preload`` imported first: ``wall_s``, the ``HEAVY`` packages the workflow's code
+    imported (``heavy``: ``{package: "Snakefile:21 > rules/common.smk:15 > ..."}``) and how many
+    imports by the workflow's code the watcher saw (``watched``)."""
     with tempfile.TemporaryDirectory(prefix="parse_time.") as tmp:
         out = Path(tmp) / "watch.json"
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
@@ -140,7 +150,7 @@ def dry_run(directory: Path, args: list[str], tree: Path = REPO,
         if result.returncode:
             raise RuntimeError(f"snakemake -n failed ({result.returncode}):\n"
                                f"{result.stderr[-4000:]}")
-        return wall, json.loads(out.read_text())
+        return {"wall_s": wall, **json.loads(out.read_text())}
 
 
 def export_tree(rev: str, folder: Path) -> Path:
@@ -188,8 +198,9 @@ def report(directory: Path, configs: list[Path], repeats: int, baseline: str | N
         found: dict[str, dict[str, str]] = {}
         for _ in range(repeats):
             for name, (tree, preload) in rows.items():
-                wall, found[name] = dry_run(directory, args, tree, preload)
-                walls[name].append(wall)
+                run = dry_run(directory, args, tree, preload)
+                walls[name].append(run["wall_s"])
+                found[name] = run["heavy"]
             print("dry run s: " + ", ".join(f"{k.split(',')[0]} {v[-1]:.2f}"
                                             for k, v in walls.items()), flush=True)
         children = {name: parse_imports(checked, tree) for name, (tree, preload) in rows.items()
