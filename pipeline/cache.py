@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray, read_rgb
 from pipeline.io import atomic_path, file_sha256, read_json
 from pipeline.progress import progress
-from pipeline.scans import ScanPolicy, ScanSign
-from pipeline.sdf import sample_sdf_points, sdf_volume, surface_samples
+from pipeline.scans import ScanPolicy, ScanSign, read_mesh
+from pipeline.sdf import sample_sdf_points, sdf_volume, signed_distance, surface_samples
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +254,17 @@ def _write_views(h5: h5py.File, rows: list[ViewRow], size: int, truth: Path | No
 
 
 def _write_targets(h5: h5py.File, canonical: TruthMesh, posed: dict[str, TruthMesh],
-                   names: dict[str, str], p: CacheParams, subject: str) -> None:
-    """``sdf/``, ``surface/`` and ``pifu/<action>/`` sampled from the truth meshes."""
+                   names: dict[str, str], p: CacheParams, subject: str,
+                   signed: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    """``sdf/``, ``surface/`` and ``pifu/<action>/`` sampled from the truth meshes
+    (``signed``: the canonical scan's signed distance where it is not its own)."""
     sampling = {"uniform_fraction": p.uniform_fraction, "sigmas": list(p.sigmas),
                 "padding": p.padding}
     with progress(2 + len(posed), f"cache {subject} targets", unit="mesh") as bar:
         samples = sample_sdf_points(canonical.vertices, canonical.faces, p.n_sdf_points,
                                     **sampling, rng=stream(p.seed, subject, "sdf"),
-                                    name=names["canonical"], closed=canonical.sign.closed)
+                                    name=names["canonical"], closed=canonical.sign.closed,
+                                    signed=signed)
         group = h5.create_group("sdf")
         group.attrs.update(json_attrs(sampling))
         _array(group, "points", samples["points"], p)
@@ -312,6 +316,33 @@ def json_attrs(values: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in values.items()}
 
 
+REGISTERED_BODY = "registered_body.npz"
+POSED_SCAN = "posed_clothed.ply"
+
+
+def registered_truth(truth: Path, policy: ScanPolicy
+                     ) -> tuple[TruthMesh, Callable[[np.ndarray], np.ndarray]]:
+    """A registered scan (the register stage's folder): the unposed scan, whose surface the
+    samples are drawn around, and the signed distance that labels them. Unposing folds a
+    scan where limbs meet (an arm's and the torso's vertices skinned apart), so a point is
+    signed where the scan was captured: carried into the registered pose by the registered
+    body's skinning (:func:`pipeline.registration.repose`), then signed against the scan
+    there (winding number and distance). The scan is checked as signable in that pose."""
+    from pipeline.registration import repose  # torch: only for a registered scan
+
+    vertices, faces = read_mesh(truth / CANONICAL_MESH)
+    posed = checked_mesh(truth / POSED_SCAN, policy)
+    with np.load(truth / REGISTERED_BODY, allow_pickle=False) as body:
+        canonical_body, transforms = body["canonical"], body["transforms"]
+
+    def signed(points: np.ndarray) -> np.ndarray:
+        moved = repose(points, canonical_body, transforms)
+        return signed_distance(posed.vertices, posed.faces, moved, name=str(truth / POSED_SCAN),
+                               closed=posed.sign.closed)
+
+    return TruthMesh(vertices, faces, posed.sign), signed
+
+
 def registration_refused(truth: Path) -> str | None:
     """Why a registered scan is left out of training (``register.on_fail: skip`` and a
     failed check, ``<truth>/registration.json``), or None: no registration, or accepted."""
@@ -354,9 +385,15 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
     if left_out is not None:
         log.warning("%s: no targets: %s", subject, left_out)
         truth = None
+    signed = None
     if truth is not None:
         names["canonical"] = str(truth / CANONICAL_MESH)
-        canonical = checked_mesh(truth / CANONICAL_MESH, policy)
+        if (truth / REGISTERED_BODY).is_file():  # a registered scan: signed in its own pose
+            canonical, signed = registered_truth(truth, policy)
+            sources[f"truth/{REGISTERED_BODY}"] = truth / REGISTERED_BODY
+            sources[f"truth/{POSED_SCAN}"] = truth / POSED_SCAN
+        else:
+            canonical = checked_mesh(truth / CANONICAL_MESH, policy)
         if p.n_pifu_points > 0:
             for action in actions:
                 names[action] = str(truth / action / POSED_MESH)
@@ -402,7 +439,7 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
                                else left_out or NO_TRUTH)
         if canonical is not None:
             h5.attrs["truth_sign"] = json.dumps(canonical.sign.as_dict(), sort_keys=True)
-            _write_targets(h5, canonical, posed, names, p, subject)
+            _write_targets(h5, canonical, posed, names, p, subject, signed)
     summary = {"subject": subject, "views": len(rows), "views_ok": int(sum(r.ok for r in rows)),
                "actions": len(actions), "bytes": output.stat().st_size,
                "seconds": round(time.perf_counter() - start, 2), "oracle_normals": note,

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from models.cache_io import canonical_body
+from pipeline.cache import REGISTERED_BODY, registered_truth
 from pipeline.components import count_components
 from pipeline.errors import PipelineError
 from pipeline.frames import read_rotation
@@ -114,7 +115,14 @@ def run(*, mesh: Path, recon: Path, truth: Path, cache: Path, output: Path,
     """
     start = time.perf_counter()
     report = read_json(recon)
-    truth_v, truth_f, sign = ScanPolicy.from_json(scans).read(truth, " (the evaluation's truth)")
+    policy = ScanPolicy.from_json(scans)
+    if (Path(truth).parent / REGISTERED_BODY).is_file():
+        # a registered scan: checked where it was captured; its unposed copy is folded where
+        # limbs meet, so the IoU's inside (its winding number) is unsure there (docs)
+        registered = registered_truth(Path(truth).parent, policy)[0]
+        truth_v, truth_f, sign = registered.vertices, registered.faces, registered.sign
+    else:
+        truth_v, truth_f, sign = policy.read(truth, " (the evaluation's truth)")
     meshes = {"model": prediction(mesh, report), "fitted_body": canonical_body(cache)}
     if truth_body is not None and Path(truth_body).is_file():
         meshes["truth_body"] = load_truth(truth_body)

@@ -6,7 +6,11 @@ register the body model to it (:mod:`pipeline.registration`), check the registra
 write into ``results/<dataset>/register/<subject>/``::
 
     canonical_clothed.ply   the scan unposed into the pipeline's canonical frame (its own
-                            faces: open where the scan is; the cache signs it by winding number)
+                            faces: open where the scan is; folded where limbs meet)
+    posed_clothed.ply       the scan in the registered body's pose (the rigid motion undone),
+                            where the cache signs it (by winding number)
+    registered_body.npz     the registered body: canonical and posed vertices, the skinning
+                            transforms between them
     registration.json       the map to the data set's frame, the residual, the body
     overlay.png             the scan's points over the registered body, front and side
 
@@ -45,6 +49,9 @@ from pipeline.sdf import surface_samples
 log = logging.getLogger(__name__)
 
 REGISTERED_SCAN = "canonical_clothed.ply"
+POSED_SCAN = "posed_clothed.ply"
+"""The scan in the registered body's pose and frame (the rigid motion undone): where it is
+signed, since unposing folds it where limbs meet (pipeline.cache.registered_truth)."""
 REPORT = "registration.json"
 OVERLAY = "overlay.png"
 HEIGHT_RANGE_M = (0.9, 2.4)
@@ -190,6 +197,7 @@ def register_subject(*, subject: str, scan: Path, rotation: Path | None, frame: 
     }
     with atomic_directory(output) as tmp:
         write_ply(tmp / REGISTERED_SCAN, canonical, faces)
+        write_ply(tmp / POSED_SCAN, registration.to_posed(points), faces)
         np.savez_compressed(tmp / "registered_body.npz", canonical=registration.canonical,
                             posed=registration.posed, transforms=registration.transforms)
         save_png(tmp / OVERLAY, overlay(samples, registration.from_posed(registration.posed)))

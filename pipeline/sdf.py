@@ -230,7 +230,9 @@ def sample_sdf_points(vertices: np.ndarray, faces: np.ndarray, n_points: int, *,
                       uniform_fraction: float = 0.2,
                       sigmas: float | Sequence[float] = (0.01, 0.05),
                       padding: float = 0.1, rng: np.random.Generator,
-                      name: str = "mesh", closed: bool = True) -> dict[str, np.ndarray]:
+                      name: str = "mesh", closed: bool = True,
+                      signed: Callable[[np.ndarray], np.ndarray] | None = None
+                      ) -> dict[str, np.ndarray]:
     """SDF training samples: a uniform share in the padded box, the rest near the surface.
 
     ``round(n_points * uniform_fraction)`` points are uniform in the mesh's axis-aligned
@@ -262,7 +264,8 @@ def sample_sdf_points(vertices: np.ndarray, faces: np.ndarray, n_points: int, *,
     scale = np.repeat(np.asarray(sigma_list), counts)[:, None]
     near = base + rng.standard_normal((n_near, 3)) * scale
     points = np.concatenate([uniform, near]).astype(np.float32)
-    sdf = _sdf(v, f, points.astype(np.float64), DEFAULT_CHUNK)
+    sdf = (_sdf(v, f, points.astype(np.float64), DEFAULT_CHUNK) if signed is None
+           else np.asarray(signed(points.astype(np.float64)), dtype=np.float32))
     kind = np.concatenate([np.zeros(n_uniform, np.uint8), np.ones(n_near, np.uint8)])
     return {"points": points, "sdf": sdf, "kind": kind}
 

@@ -201,9 +201,21 @@ def test_register_stage_writes_its_folder(scan_files, tmp_path):
                               rotation=scan_files / "R0.txt", frame=MVP, params=_params(),
                               output=out)
     assert report["accepted"] and report["problems"] == []
-    assert {p.name for p in out.iterdir()} == {"canonical_clothed.ply", "registration.json",
-                                              "overlay.png", "registered_body.npz"}
+    assert {p.name for p in out.iterdir()} == {"canonical_clothed.ply", "posed_clothed.ply",
+                                              "registration.json", "overlay.png",
+                                              "registered_body.npz"}
     assert 1.0 < report["height_m"] < 2.2
+    # the cache signs the unposed scan where it was captured
+    from pipeline.cache import registered_truth
+    from pipeline.scans import ScanPolicy
+
+    mesh, signed = registered_truth(out, ScanPolicy())
+    centre = mesh.vertices.mean(axis=0)
+    body = np.load(out / "registered_body.npz")["canonical"]
+    torso = body[(np.abs(body[:, 2] - 1.2) < 0.03) & (np.abs(body[:, 0]) < 0.15)]
+    chest = torso.mean(axis=0)  # the middle of the chest's cross-section: inside
+    values = signed(np.array([chest, centre + [0.0, 0.0, 3.0]]))
+    assert values[0] < -0.03 and values[1] > 1.0
 
 
 def test_register_stage_policies(scan_files, tmp_path, monkeypatch):
