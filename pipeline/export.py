@@ -193,7 +193,7 @@ def _fitted(fit: Path, params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray]
     try:
         with np.load(fit, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("body_model", "bone_names", "shape",
-                                          "canonical_vertices", "skinning_weights", "faces")}
+                                          "canonical_vertices", "skinning_weights")}
     except (OSError, ValueError, KeyError) as exc:
         raise PipelineError(f"cannot read the fit file {fit}: {exc}; rerun the fit") from exc
     name = str(arrays["body_model"])
@@ -231,7 +231,7 @@ def run_dataset(*, mesh: Path, recon: Path, fit: Path, frame: str, output: Path,
     vertices = to_dataset_frame(np.asarray(loaded.vertices), body, stated)
     body_vertices = to_dataset_frame(body.canonical, body, stated)
     write_obj(output, vertices, np.asarray(loaded.faces))
-    write_obj(body_output, body_vertices, arrays["faces"])
+    write_obj(body_output, body_vertices, model.faces)
     log.info("%s: wrote %s and %s in the data set's frame (%s up, %s pose, unit %g m)",
              summary.get("subject", mesh.stem), output, body_output, stated.up, stated.pose,
              stated.unit_m)
