@@ -162,3 +162,34 @@ def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
         export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "t.glb",
                    params={"body_model": "anny"})
     assert not (tmp_path / "t.glb").exists()
+
+
+def test_run_dataset_writes_the_data_set_frame(tmp_path: Path) -> None:
+    """``export-dataset``: the reconstruction and its fitted body as OBJ in MVP-Human's frame
+    (Y up, pelvis origin, da-pose), by the fitted body alone."""
+    from pipeline.frames import DatasetFrame
+    from pipeline.registration import pose_body
+    from pipeline.scans import read_mesh
+
+    model = make_body_model("anny")
+    shape = torch.zeros(model.shape_size)
+    canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
+    fit = tmp_path / "s.npz"
+    np.savez(fit, body_model=np.array("anny"), bone_names=np.array(model.bone_names),
+             shape=shape.numpy(), canonical_vertices=canonical.astype(np.float32),
+             skinning_weights=model.skinning_weights)
+    mesh, recon = tmp_path / "s.ply", tmp_path / "s.json"
+    write_ply(mesh, canonical, model.faces)
+    recon.write_text(json.dumps({"subject": "s", "surface": True}))
+    frame = {"up": "y", "forward": "z", "unit_m": 1.0, "origin": "pelvis",
+             "pose": {"name": "da", "arm_deg": None, "leg_deg": None}}
+    export.run_dataset(mesh=mesh, recon=recon, fit=fit, frame=json.dumps(frame),
+                       output=tmp_path / "s.obj", body_output=tmp_path / "body.obj",
+                       params={"body_model": "anny"})
+    vertices, _ = read_mesh(tmp_path / "s.obj")
+    body, _ = read_mesh(tmp_path / "body.obj")
+    stated = DatasetFrame.from_config(frame)
+    posed = pose_body(model, shape, model.pose_from_degrees(stated.body_pose().as_dict()))
+    expected = (posed.posed - posed.pelvis) @ stated.axes().T
+    assert np.abs(body - expected).max() < 1e-5
+    assert np.ptp(vertices[:, 1]) > np.ptp(vertices[:, 2])  # Y up
