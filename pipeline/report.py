@@ -27,6 +27,7 @@ from pipeline.evaluate import prediction
 from pipeline.io import atomic_path, read_json
 from pipeline.meshio import read_ply
 from pipeline.metrics import CM_PER_M, load_truth, surface_distances
+from pipeline.scans import read_mesh
 from pipeline.synthesize.render import orbit_views
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,10 @@ def comparison_figure(pred: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarr
 
 def render(*, mesh: Path, recon: Path, truth: Path, output: Path,
            params: dict[str, Any]) -> None:
-    """One subject's reconstruction beside its truth (see the module docstring)."""
+    """One subject's reconstruction beside its truth (see the module docstring); the truth
+    may be a scan with holes (drawn as it is)."""
     report = read_json(recon)
-    figure = comparison_figure(prediction(mesh, report), load_truth(truth),
+    figure = comparison_figure(prediction(mesh, report), read_mesh(truth),
                                size=params["size"], vmax_cm=params["colour_max_cm"],
                                title=f"{report.get('subject', mesh.stem)} "
                                      f"({report.get('split', 'test')} subject, "
