@@ -214,7 +214,7 @@ def test_register_stage_writes_its_folder(scan_files, tmp_path):
     body = np.load(out / "registered_body.npz")["canonical"]
     torso = body[(np.abs(body[:, 2] - 1.2) < 0.03) & (np.abs(body[:, 0]) < 0.15)]
     chest = torso.mean(axis=0)  # the middle of the chest's cross-section: inside
-    values = signed(np.array([chest, centre + [0.0, 0.0, 3.0]]))
+    values = signed(np.array([chest, centre + np.array([0.0, 0.0, 3.0])]))
     assert values[0] < -0.03 and values[1] > 1.0
 
 
