@@ -336,14 +336,21 @@ def section_schema(schema: dict[str, Any], section: str) -> dict[str, Any]:
     return sub
 
 
+def parse_json_object(text: str, option: str, what: str = "") -> dict[str, Any]:
+    """A command-line option's JSON object (``--params``, ``--layout``); PipelineError
+    naming the option (and ``what`` it should hold) when it is not one."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{option} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise PipelineError(f"{option} must be a JSON object{what}")
+    return value
+
+
 def parse_stage_params(text: str, section: str) -> dict[str, Any]:
     """Validate the JSON parameters a Snakemake rule passes to a stage (``--params``)."""
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"--params is not valid JSON: {exc}") from exc
-    if not isinstance(params, dict):
-        raise PipelineError("--params must be a JSON object")
+    params = parse_json_object(text, "--params")
     sub = section_schema(load_schema(), section)
     errors = list(Draft202012Validator(sub).iter_errors(params))
     if errors:

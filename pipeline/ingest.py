@@ -11,7 +11,6 @@ null). Later stages read the manifest and never glob the data folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.config import parse_json_object
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256, write_json
 from pipeline.layout import Layout
@@ -212,12 +212,7 @@ def parse_layout(text: str | None) -> Layout:
     """The ``--layout`` JSON (the ``data.layout`` section), checked; None: the default."""
     if text is None:
         return Layout()
-    try:
-        section = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"--layout is not valid JSON: {exc}") from exc
-    if not isinstance(section, dict):
-        raise PipelineError("--layout must be a JSON object (the data.layout section)")
+    section = parse_json_object(text, "--layout", " (the data.layout section)")
     unknown = sorted(set(section) - set(Layout.__dataclass_fields__))
     if unknown:
         raise PipelineError(f"--layout: unknown data.layout key(s) {unknown}; known: "

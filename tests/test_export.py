@@ -132,6 +132,20 @@ def test_glb_round_trip_rest_and_posed(tmp_path: Path, z_up: bool) -> None:
                                atol=1e-5)
 
 
+def _anny_subject(tmp_path: Path, model, shape: torch.Tensor,
+                  canonical: np.ndarray) -> tuple[Path, Path, Path]:
+    """A fit file of an Anny body and its own canonical body as the reconstruction (with a
+    report saying it has a surface): ``(fit, mesh, recon)``."""
+    fit = tmp_path / "s.npz"
+    np.savez(fit, body_model=np.array("anny"), bone_names=np.array(model.bone_names),
+             shape=shape.numpy(), canonical_vertices=canonical.astype(np.float32),
+             skinning_weights=model.skinning_weights)
+    mesh, recon = tmp_path / "s.ply", tmp_path / "s.json"
+    write_ply(mesh, canonical, model.faces)
+    recon.write_text(json.dumps({"subject": "s", "surface": True}))
+    return fit, mesh, recon
+
+
 def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
     """The stage on a real Anny body: its own canonical body exported and posed in the file
     by the fit's bone transforms lands on the fit's posed body."""
@@ -140,13 +154,7 @@ def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
     canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
     pose = model.neutral_pose()[None]
     out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]), torch.tensor([[0.1, 0, 0]]))
-    fit = tmp_path / "s.npz"
-    np.savez(fit, body_model=np.array("anny"), bone_names=np.array(model.bone_names),
-             shape=shape.numpy(), canonical_vertices=canonical.astype(np.float32),
-             skinning_weights=model.skinning_weights)
-    mesh, recon = tmp_path / "s.ply", tmp_path / "s.json"
-    write_ply(mesh, canonical, model.faces)
-    recon.write_text(json.dumps({"subject": "s", "surface": True}))
+    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
     summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "s.glb",
                          params={"body_model": "anny"})
     assert summary["joints"] == len(model.bone_names) and summary["influence_sets"] >= 2
@@ -174,13 +182,7 @@ def test_run_dataset_writes_the_data_set_frame(tmp_path: Path) -> None:
     model = make_body_model("anny")
     shape = torch.zeros(model.shape_size)
     canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
-    fit = tmp_path / "s.npz"
-    np.savez(fit, body_model=np.array("anny"), bone_names=np.array(model.bone_names),
-             shape=shape.numpy(), canonical_vertices=canonical.astype(np.float32),
-             skinning_weights=model.skinning_weights)
-    mesh, recon = tmp_path / "s.ply", tmp_path / "s.json"
-    write_ply(mesh, canonical, model.faces)
-    recon.write_text(json.dumps({"subject": "s", "surface": True}))
+    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
     frame = {"up": "y", "forward": "z", "unit_m": 1.0, "origin": "pelvis",
              "pose": {"name": "da", "arm_deg": None, "leg_deg": None}}
     export.run_dataset(mesh=mesh, recon=recon, fit=fit, frame=json.dumps(frame),
