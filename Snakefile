@@ -17,10 +17,7 @@ report: "rules/report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/synthesize.smk"
 include: "rules/ingest.smk"
-include: "rules/detect.smk"
-include: "rules/mask.smk"
-include: "rules/keypoints.smk"
-include: "rules/overlay.smk"
+include: "rules/preprocess.smk"
 include: "rules/fit.smk"
 include: "rules/register.smk"
 include: "rules/cache.smk"
@@ -40,7 +37,4 @@ include: "rules/learning_curve.smk"
 rule all:
     default_target: True
     input:
-        # Listed apart so that every subject's ingest (and synthesis) is planned at once:
-        # all_targets stops at the first subject whose ingest checkpoint is pending.
-        manifests=expand(RESULTS / "manifest" / "{subject}.json", subject=SUBJECTS),
         outputs=all_targets,

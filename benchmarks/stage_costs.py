@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,34 @@ STAGES = (
     Stage("synthesize", "data", "photos_pixels"),
     Stage("check_synthetic", "synthetic_checks", "photos_pixels"),
     Stage("ingest", "manifest", "photos_pixels"),
-    Stage("detect", "crop", "photos"),
-    Stage("mask", "mask", "photos"),
-    Stage("keypoints", "keypoints", "photos"),
+    Stage("preprocess", "crop mask keypoints overlay", "photos"),
     Stage("fit", "fit", "photos"),
+    Stage("register", "register", "photos"),
     Stage("cache", "cache", "photos"),
     Stage("train_normal", "train/normal_net", "fixed"),
     Stage("train", "train/pixel2isdf", "fixed"),
     Stage("reconstruct", "recon/pixel2isdf", "test_subjects"),
+    Stage("selfcheck", "eval/pixel2isdf", "test_subjects", "selfcheck/pixel2isdf"),
+    Stage("export_avatar", "recon/pixel2isdf", "test_subjects", "export_avatar/pixel2isdf"),
+    Stage("render_recon", "report/render", "test_subjects", "render_recon/pixel2isdf"),
     Stage("evaluate", "eval/pixel2isdf", "test_subjects", "evaluate/pixel2isdf"),
 )
+"""The stages of the main job (``outputs``: its folders, space-separated)."""
+
+STARTUP = re.compile(r"startup: ([0-9.]+) s from process start to (.*)$", re.MULTILINE)
+IMPORTED = "(its module imported)"
+
+
+def startup_seconds(log: Path) -> float | None:
+    """A job's start-up from its log (:func:`pipeline.progress.log_startup`): the seconds
+    to its first photo, step or subject; to its stage's import when it logs no first work;
+    None when the log has neither (or is absent)."""
+    if not log.is_file():
+        return None
+    found = STARTUP.findall(log.read_text(errors="replace"))
+    work = [float(s) for s, what in found if IMPORTED not in what]
+    imported = [float(s) for s, what in found if IMPORTED in what]
+    return work[0] if work else imported[0] if imported else None
 
 
 def shape(config: dict[str, Any]) -> dict[str, float]:
@@ -67,17 +86,20 @@ def shape(config: dict[str, Any]) -> dict[str, float]:
             "test_subjects": max(1, tested), "fixed": 1}
 
 
-def benchmarks(folder: Path, rule: str) -> list[dict[str, float]]:
+def benchmarks(folder: Path, rule: str, logs: Path | None = None) -> list[dict[str, Any]]:
     """The rows of a rule's benchmark files (``<rule>.tsv`` or ``<rule>/**/*.tsv``; the
-    experiments' jobs live in folders of their own and are not counted)."""
+    experiments' jobs live in folders of their own and are not counted), each with the
+    job's start-up from its log (``logs/<dataset>/<same path>.log``; None without one)."""
     files = sorted((folder / rule).rglob("*.tsv")) if (folder / rule).is_dir() else []
     if (folder / f"{rule}.tsv").is_file():
         files.append(folder / f"{rule}.tsv")
     rows = []
     for path in files:
+        log = None if logs is None else logs / path.relative_to(folder).with_suffix(".log")
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
-                rows.append({"s": float(row["s"]), "max_rss": float(row["max_rss"])})
+                rows.append({"s": float(row["s"]), "max_rss": float(row["max_rss"]),
+                             "startup": None if log is None else startup_seconds(log)})
     return rows
 
 
@@ -88,28 +110,49 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
+def logs_folder(config: dict[str, Any]) -> Path:
+    """Where the run's job logs lie (the rules' ``logs/<dataset>/``, beside the results)."""
+    return Path(config["results"]).parent / "logs" / config["data"]["dataset"]
+
+
+def startup_cell(rows: list[dict[str, Any]]) -> str:
+    """The jobs' start-up as a share of their seconds (the jobs whose log gives it), e.g.
+    ``12 % (8 of 8 jobs)``; ``-`` when no log gives it."""
+    known = [r for r in rows if r["startup"] is not None]
+    if not known:
+        return "-"
+    share = sum(min(r["startup"], r["s"]) for r in known) / max(sum(r["s"] for r in known),
+                                                                 1e-9)
+    return f"{100 * share:.0f} % ({len(known)} of {len(rows)} jobs)"
+
+
 def stage_table(config: dict[str, Any], target: dict[str, Any] | None) -> str:
     """The Markdown table of measured costs per stage (and the target's estimate)."""
     results = Path(config["results"]) / config["data"]["dataset"]
     data = Path(config["data"]["root"]) / config["data"]["dataset"]
+    logs = logs_folder(config)
     have = shape(config)
     want = shape(target) if target is not None else None
-    header = "| stage | jobs | total (h) | longest job (s) | peak RSS (MB) | disk (GB) |"
+    header = ("| stage | jobs | total (h) | longest job (s) | start-up | peak RSS (MB) | "
+              "disk (GB) |")
     if want is not None:
         header += " scale | est. total (h) | est. disk (GB) | wants a GPU |"
     lines = [header, "|" + "---|" * header.count(" |")]
     totals = [0.0, 0.0, 0.0, 0.0]
+    every: list[dict[str, Any]] = []
     for stage in STAGES:
-        rows = benchmarks(results / "benchmarks", stage.benchmarks or stage.rule)
+        rows = benchmarks(results / "benchmarks", stage.benchmarks or stage.rule, logs)
         if not rows:
             continue
         seconds = sum(r["s"] for r in rows)
-        disk = disk_bytes(data if stage.outputs == "data" else results / stage.outputs) / 1e9
+        disk = (disk_bytes(data) if stage.outputs == "data" else
+                sum(disk_bytes(results / folder) for folder in stage.outputs.split())) / 1e9
         cells = [stage.rule, str(len(rows)), f"{seconds / 3600:.3f}",
-                 f"{max(r['s'] for r in rows):.0f}", f"{max(r['max_rss'] for r in rows):.0f}",
-                 f"{disk:.3f}"]
+                 f"{max(r['s'] for r in rows):.0f}", startup_cell(rows),
+                 f"{max(r['max_rss'] for r in rows):.0f}", f"{disk:.3f}"]
         totals[0] += seconds / 3600
         totals[1] += disk
+        every += rows
         if want is not None:
             gpu = stage.rule in GPU_STAGES
             factor = want[stage.unit] / have[stage.unit]
@@ -120,7 +163,8 @@ def stage_table(config: dict[str, Any], target: dict[str, Any] | None) -> str:
                 totals[3] += disk * factor
             cells += [f"× {factor:.1f}", hours, est_disk, "yes" if gpu else "no"]
         lines.append("| " + " | ".join(cells) + " |")
-    total = ["**all**", "", f"{totals[0]:.2f}", "", "", f"{totals[1]:.2f}"]
+    total = ["**all**", "", f"{totals[0]:.2f}", "", startup_cell(every), "",
+             f"{totals[1]:.2f}"]
     if want is not None:
         total += ["", f"{totals[2]:.1f} (+ training)", f"{totals[3]:.1f} (+ training)", ""]
     lines.append("| " + " | ".join(total) + " |")

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import load_config, parse_stage_params, stage_params
+from pipeline.config import (
+    load_config,
+    parse_sections_params,
+    parse_stage_params,
+    sections_params,
+    stage_params,
+)
 from pipeline.errors import PipelineError
+from pipeline.progress import log_startup
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,9 @@ class Stage:
     """A subcommand: where its ``run`` function lives and which config section it reads."""
 
     target: str
-    section: str | None  # config section holding the stage's parameters (None: it has none)
+    # config section holding the stage's parameters (None: it has none; a tuple: several,
+    # passed as one object per section)
+    section: str | tuple[str, ...] | None
     help: str
 
     def load(self) -> Callable[..., Any]:
@@ -47,6 +56,9 @@ STAGES: dict[str, Stage] = {
                              "check a synthetic subject's truth against its images"),
     "ingest": Stage("pipeline.ingest:run", "ingest",
                     "decode every photo of a subject and write its manifest"),
+    "preprocess": Stage("pipeline.preprocess:run", ("detect", "mask", "keypoints"),
+                        "a subject's image stages in one process: detect and crop, mask, "
+                        "keypoints and overlay of every action"),
     "detect": Stage("pipeline.detect:run", "detect",
                     "find the person in every view of an action and crop them"),
     "mask": Stage("pipeline.mask:run", "mask", "segment and matte the person in every crop"),
@@ -169,11 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = STAGES[args.stage]
     func = spec.load()
+    log_startup(f"the stage {args.stage!r} (its module imported)")
     kwargs = {k: v for k, v in vars(args).items()
               if k not in ("stage", "params", "config", "log_level", "traceback")}
     try:
         if spec.section is None:
             func(**kwargs)
+        elif isinstance(spec.section, tuple):  # a stage reading several sections
+            func(params=sections_params(load_config(args.config), spec.section)
+                 if args.config is not None
+                 else parse_sections_params(args.params, spec.section), **kwargs)
         elif args.config is not None:
             func(params=stage_params(load_config(args.config), spec.section), **kwargs)
         else:

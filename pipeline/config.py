@@ -190,7 +190,7 @@ def check_register(config: Mapping[str, Any], source: str = "config") -> None:
 
     data = config["data"]
     if config.get("register", {}).get("enabled", False) or config.get("stop_after") in (
-            "ingest", "detect", "mask", "keypoints", "overlay", "fit"):
+            "ingest", "preprocess", "fit"):
         return  # registering, or no stage that reads a scan
     frame = DatasetFrame.from_config(data["frame"])
     layout = Layout.from_config(data.get("layout", {}))
@@ -346,6 +346,24 @@ def parse_json_object(text: str, option: str, what: str = "") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PipelineError(f"{option} must be a JSON object{what}")
     return value
+
+
+def sections_params(config: Mapping[str, Any], sections: tuple[str, ...]
+                    ) -> dict[str, dict[str, Any]]:
+    """The parameters of a stage that reads several sections: :func:`stage_params` of each,
+    by section (what ``--params`` holds for it)."""
+    return {section: stage_params(config, section) for section in sections}
+
+
+def parse_sections_params(text: str, sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Validate the JSON parameters of a stage that reads several sections: one object per
+    section, each checked as :func:`parse_stage_params` checks one."""
+    params = parse_json_object(text, "--params", f" with the keys {list(sections)}")
+    if sorted(params) != sorted(sections):
+        raise PipelineError(f"--params must hold the sections {list(sections)}, got "
+                            f"{sorted(params)}")
+    return {section: parse_stage_params(json.dumps(params[section]), section)
+            for section in sections}
 
 
 def parse_stage_params(text: str, section: str) -> dict[str, Any]:

@@ -87,9 +87,20 @@ def _given_detections(views: Any) -> dict[str, list[Detection]]:
     return out
 
 
+def make_detector(params: DetectParams) -> Any:
+    """The model ``detect.backend`` names, or None for the backends that read files
+    (``oracle``, ``given``)."""
+    if params.backend in (ORACLE_BACKEND, GIVEN_BACKEND):
+        return None
+    return make_backend("detect", params.backend, params.options)
+
+
 def detect_action(*, manifest: Path, action: str, truth: Path, output: Path,
-                  params: DetectParams) -> dict[str, Any]:
+                  params: DetectParams, detector: Any = None) -> dict[str, Any]:
     """Detect and crop every view of ``action``; write ``output/`` atomically.
+
+    ``detector``: the model of :func:`make_detector`, built once for many actions (built
+    here when None).
 
     Raises:
         PipelineError: a view without a person under ``on_no_person: fail`` (all such views are
@@ -98,8 +109,8 @@ def detect_action(*, manifest: Path, action: str, truth: Path, output: Path,
     views = load_action(Path(manifest), action)
     oracle = (_oracle_detections(truth, action) if params.backend == ORACLE_BACKEND
               else _given_detections(views) if params.backend == GIVEN_BACKEND else None)
-    detector = None if oracle is not None else make_backend("detect", params.backend,
-                                                            params.options)
+    if oracle is None and detector is None:
+        detector = make_detector(params)
     records: dict[str, Any] = {}
     crops: dict[str, np.ndarray] = {}
     where = f"{views.subject}/{action}"

@@ -87,14 +87,25 @@ def _record(person: PersonKeypoints, n_persons: int, crop: CropBox,
             "body25_image": rounded(map_points(person.body25, to_image))}
 
 
+def make_model(params: KeypointParams) -> Any:
+    """The model ``keypoints.backend`` names, or None for the backends that read files."""
+    if params.backend in FILE_BACKENDS:
+        return None
+    return make_backend("keypoints", params.backend, params.options)
+
+
 def keypoints_action(*, subject: str, crops: Path, action: str, truth: Path, output: Path,
-                     params: KeypointParams) -> dict[str, Any]:
-    """Keypoints of every cropped view of an action, written to ``output`` (JSON)."""
+                     params: KeypointParams, model: Any = None) -> dict[str, Any]:
+    """Keypoints of every cropped view of an action, written to ``output`` (JSON).
+
+    ``model``: :func:`make_model`'s, built once for many actions (here when None).
+    """
     crops = Path(crops)
     detected = read_json(crops / CROP_FILE)
     views = {v: r for v, r in detected["views"].items() if r["status"] == OK}
     from_files = params.backend in FILE_BACKENDS
-    model = None if from_files else make_backend("keypoints", params.backend, params.options)
+    if not from_files and model is None:
+        model = make_model(params)
     records: dict[str, Any] = {}
     with progress(len(views), f"keypoints {subject}/{action}", "view") as bar:
         for view, record in views.items():

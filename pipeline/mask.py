@@ -87,18 +87,28 @@ def crop_matte(matte: np.ndarray, crop: CropBox) -> np.ndarray:
     return crop.cut(matte.astype(np.float32), resample="bilinear").astype(np.float32)
 
 
+def make_models(params: MaskParams) -> tuple[Any, Any]:
+    """The segmenter ``mask.backend`` names (None for ``oracle`` and ``given``, which read
+    files) and the matter ``mask.matting`` names (None for ``none``)."""
+    segmenter = (None if params.backend in (ORACLE_BACKEND, GIVEN_BACKEND)
+                 else make_backend("mask", params.backend, params.options))
+    matter = (None if params.matting == "none"
+              else make_backend("matte", params.matting, params.matting_options))
+    return segmenter, matter
+
+
 def mask_action(*, crops: Path, action: str, truth: Path, output: Path,
-                params: MaskParams) -> dict[str, Any]:
-    """Segment and matte every cropped view of an action; write ``output/`` atomically."""
+                params: MaskParams, models: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Segment and matte every cropped view of an action; write ``output/`` atomically.
+
+    ``models``: :func:`make_models`'s pair, built once for many actions (here when None).
+    """
     crops = Path(crops)
     detected = read_json(crops / CROP_FILE)
     views = {v: r for v, r in detected["views"].items() if r["status"] == OK}
     oracle = params.backend == ORACLE_BACKEND
     given = params.backend == GIVEN_BACKEND
-    segmenter = (None if oracle or given
-                 else make_backend("mask", params.backend, params.options))
-    matter = (None if params.matting == "none"
-              else make_backend("matte", params.matting, params.matting_options))
+    segmenter, matter = make_models(params) if models is None else models
     tag = provenance("mask", params.backend)
     records: dict[str, Any] = {}
     where = f"{detected['subject']}/{action}"

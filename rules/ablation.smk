@@ -30,9 +30,6 @@ use rule fit as fit_keypoints_only with:
             sort_keys=True,
         ),
         height=height_option,
-        crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
-        masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
-        keypoints=lambda wildcards: RESULTS / "keypoints" / wildcards.subject,
 
 
 rule oracle_fit:
@@ -56,14 +53,8 @@ rule oracle_fit:
 use rule cache as cache_ablation with:
     input:
         fit=RESULTS / "ablation" / "fit" / "{body}" / "{subject}.npz",
-        crops=lambda wildcards: expand(
-            RESULTS / "crop" / "{{subject}}" / "{action}",
-            action=actions_of(wildcards.subject),
-        ),
-        masks=lambda wildcards: expand(
-            RESULTS / "mask" / "{{subject}}" / "{action}",
-            action=actions_of(wildcards.subject),
-        ),
+        crops=RESULTS / "crop" / "{subject}",
+        masks=RESULTS / "mask" / "{subject}",
         truth=TRUTH / "{subject}",
     output:
         RESULTS / "ablation" / "cache" / "{body}" / "{subject}.h5",

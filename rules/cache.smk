@@ -5,14 +5,8 @@
 rule cache:
     input:
         fit=RESULTS / "fit" / "{subject}.npz",
-        crops=lambda wildcards: expand(
-            RESULTS / "crop" / "{{subject}}" / "{action}",
-            action=actions_of(wildcards.subject),
-        ),
-        masks=lambda wildcards: expand(
-            RESULTS / "mask" / "{{subject}}" / "{action}",
-            action=actions_of(wildcards.subject),
-        ),
+        crops=RESULTS / "crop" / "{subject}",
+        masks=RESULTS / "mask" / "{subject}",
         truth=truth_of,
     output:
         RESULTS / "cache" / "{subject}.h5",
@@ -27,12 +21,10 @@ rule cache:
         mem_mb=2000,
     params:
         stage=stage_params("cache"),
-        crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
-        masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
         truth=truth_option,
         scans=SCANS,
     shell:
         "IGL_NUM_THREADS={threads} python -m pipeline cache --params {params.stage:q}"
-        " --subject {wildcards.subject} --fit {input.fit} --crops {params.crops}"
-        " --masks {params.masks} {params.truth} --scans {params.scans:q}"
+        " --subject {wildcards.subject} --fit {input.fit} --crops {input.crops}"
+        " --masks {input.masks} {params.truth} --scans {params.scans:q}"
         " --output {output} 2> {log}"

@@ -34,10 +34,7 @@ SYNTHETIC = config["synthesize"]["enabled"]
 STANDIN = SYNTHETIC and config["synthesize"].get("layout", "native") == "mvp_human"
 STAGE_ORDER = [
     "ingest",
-    "detect",
-    "mask",
-    "keypoints",
-    "overlay",
+    "preprocess",
     "fit",
     "cache",
     "train_normal",
@@ -174,6 +171,14 @@ def standin_output(subject):
     }
 
 
+def sections_params(*sections):
+    """The parameters of a stage reading several sections (the preprocess rule), one
+    stage_params object per section. Mirrors pipeline.config.sections_params."""
+    return json.dumps(
+        {s: {"seed": config["seed"], **section_of(s)} for s in sections}, sort_keys=True
+    )
+
+
 def section_of(section):
     """A config section by its dotted path (``train``, ``pifu.train``)."""
     values = config
@@ -307,15 +312,8 @@ def evaluate_summary_inputs(wildcards):
     }
 
 
-def actions_of(subject):
-    """The actions of a subject, read from its manifest (ingest is a checkpoint)."""
-    manifest = checkpoints.ingest.get(subject=subject).output[0]
-    with open(manifest) as fh:
-        return sorted(json.load(fh)["actions"])
-
-
 def all_targets(wildcards):
-    """Every final output up to config["stop_after"] (an input function: it reads manifests)."""
+    """Every final output up to config["stop_after"]."""
     targets = expand(RESULTS / "manifest" / "{subject}.json", subject=SUBJECTS)
     if SYNTHETIC and not STANDIN:
         targets += expand(
@@ -323,18 +321,8 @@ def all_targets(wildcards):
         )
     if STANDIN:
         targets += STANDIN_SPLITS  # rules/synthesize.smk
-    last = {
-        "detect": RESULTS / "crop" / "{subject}" / "{action}",
-        "mask": RESULTS / "mask" / "{subject}" / "{action}",
-        "keypoints": RESULTS / "keypoints" / "{subject}" / "{action}.json",
-        "overlay": RESULTS / "overlay" / "{subject}" / "{action}.png",
-    }
-    for stage in STAGE_ORDER[1 : min(STOP_AFTER, STAGE_ORDER.index("overlay")) + 1]:
-        targets += [
-            str(last[stage]).format(subject=subject, action=action)
-            for subject in SUBJECTS
-            for action in actions_of(subject)
-        ]
+    if STOP_AFTER >= STAGE_ORDER.index("preprocess"):
+        targets += expand(RESULTS / "overlay" / "{subject}", subject=SUBJECTS)
     if STOP_AFTER >= STAGE_ORDER.index("fit"):
         targets += expand(RESULTS / "fit" / "{subject}.npz", subject=SUBJECTS)
     if STOP_AFTER >= STAGE_ORDER.index("cache"):

@@ -11,6 +11,8 @@ rule export_avatar:
         RESULTS / "recon" / "{model}" / "{subject}.glb",
     log:
         LOGS / "export_avatar" / "{model}" / "{subject}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "export_avatar" / "{model}" / "{subject}.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1

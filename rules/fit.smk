@@ -4,18 +4,9 @@
 rule fit:
     input:
         manifest=RESULTS / "manifest" / "{subject}.json",
-        crops=lambda wildcards: expand(
-            RESULTS / "crop" / "{{subject}}" / "{action}",
-            action=actions_of(wildcards.subject),
-        ),
-        masks=lambda wildcards: expand(
-            RESULTS / "mask" / "{{subject}}" / "{action}",
-            action=actions_of(wildcards.subject),
-        ),
-        keypoints=lambda wildcards: expand(
-            RESULTS / "keypoints" / "{{subject}}" / "{action}.json",
-            action=actions_of(wildcards.subject),
-        ),
+        crops=RESULTS / "crop" / "{subject}",
+        masks=RESULTS / "mask" / "{subject}",
+        keypoints=RESULTS / "keypoints" / "{subject}",
     output:
         fit=RESULTS / "fit" / "{subject}.npz",
         report=RESULTS / "fit" / "{subject}.json",
@@ -42,11 +33,8 @@ rule fit:
             sort_keys=True,
         ),
         height=height_option,
-        crops=lambda wildcards: RESULTS / "crop" / wildcards.subject,
-        masks=lambda wildcards: RESULTS / "mask" / wildcards.subject,
-        keypoints=lambda wildcards: RESULTS / "keypoints" / wildcards.subject,
     shell:
         "python -m pipeline fit --params {params.stage:q} --subject {wildcards.subject}"
-        " --manifest {input.manifest} --crops {params.crops} --masks {params.masks}"
-        " --keypoints {params.keypoints} --output {output.fit} --report {output.report}"
+        " --manifest {input.manifest} --crops {input.crops} --masks {input.masks}"
+        " --keypoints {input.keypoints} --output {output.fit} --report {output.report}"
         " --overlays {output.overlays} {params.height} 2> {log}"

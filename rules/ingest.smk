@@ -1,9 +1,9 @@
 # Ingest: decode and check every photo of a subject, write the manifest later stages read.
-# A checkpoint: the actions of a subject are known once its manifest exists. Its input is
-# the subject's photo folder under data.layout.photos (<data set>/<subject> by default).
+# Its input is the subject's photo folder under data.layout.photos (<data set>/<subject> by
+# default). No rule needs a subject's actions to plan: preprocess writes per-subject folders.
 
 
-checkpoint ingest:
+rule ingest:
     input:
         photos=lambda wildcards: DATA / LAYOUT.photo_folder(wildcards.subject),
     output:

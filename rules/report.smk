@@ -17,6 +17,8 @@ rule render_recon:
         ),
     log:
         LOGS / "render_recon" / "{model}" / "{subject}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "render_recon" / "{model}" / "{subject}.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1

@@ -229,3 +229,28 @@ def test_closed_backend_refuses_work(person):
     backend.close()  # idempotent
     with pytest.raises(RuntimeError, match="close"):
         backend.segment(photo)
+
+
+def test_shared_graph_runs_one_pose_pass_per_crop(person, keypointer):
+    segmenter = mp_pose.make_segmenter({"model_complexity": 1})
+    sharing = mp_pose.make_keypoint_detector({})
+    assert sharing.share(segmenter) and sharing._pose is segmenter._pose
+    assert not mp_pose.make_keypoint_detector({"mask_threshold": 0.4}).share(segmenter)
+    passes = []
+    process = segmenter._pose.process
+    segmenter._pose.process = lambda *a, **k: passes.append(1) or process(*a, **k)
+    _, image, _ = _crop(*person[0][:2])
+    mask = segmenter.segment(image)
+    first = len(passes)
+    people = sharing.keypoints(image)
+    assert first >= 1 and len(passes) == first  # the keypoints reused the mask's pass
+    alone = keypointer.keypoints(image)  # its own graph: the same answer
+    np.testing.assert_array_equal(people[0].coco17, alone[0].coco17)
+    np.testing.assert_array_equal(mask, segmenter.segment(image.copy()))
+    assert len(passes) == first  # the same pixels in another array: remembered too
+    segmenter.segment(image[::-1].copy())
+    assert len(passes) > first  # other pixels: a new pass
+    with pytest.raises(ValueError, match="read-only"):
+        mask[0, 0] = 1.0
+    segmenter.close()
+    sharing.close()  # the shared graph closes once

@@ -261,6 +261,6 @@ def test_workflow_ingests_an_mvp_tree_and_reruns_on_a_layout_change(tmp_path: Pa
                                                                            "masks": None}}})
     result = run_snakemake(tmp_path, "-n", "--printshellcmds")
     planned = result.stdout + result.stderr
-    assert planned.count("checkpoint ingest:") == 2, planned
+    assert planned.count("rule ingest:") == 2, planned
     assert "input: data/mvp/Images/100001" in planned and "Params have changed" in planned
     assert planned.count("--data-dir data/mvp --layout ") == 2, planned

@@ -156,12 +156,12 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     for item in ("summary.html", "metrics.csv", "training_curves.png", "s000.png", "act00.png"):
         assert item in page
 
-    # A mask parameter changes: mask and overlay rerun, nothing upstream.
+    # A mask parameter changes: the subject's image stages rerun (one job), nothing upstream.
     config = _synthetic_config()
     config["mask"]["band"] = 3
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "mask": 1, "overlay": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
+        "preprocess": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
         "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1, "render_recon": 1,
         "selfcheck": 1, "export_avatar": 1, "training_curves": 1, "all": 1}
 

@@ -24,7 +24,9 @@ the image), so pixel-centre coordinates are ``x * W - 0.5`` (same for ``y``). Me
 
 from __future__ import annotations
 
+import hashlib
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,9 @@ REFINE_MARGIN = 0.25
 # 1/4 none. On those 128 crops this ladder (first (pad, mode) that finds the person) gives mask
 # IoU 0.945 and PCK@0.1 0.964, against 0.933 and 0.949 for no padding, then 1/4.
 PAD_LADDER = ((0.125, "constant"), (0.25, "constant"), (0.5, "edge"), (0.0, "constant"))
+# Answers a pose graph remembers (MediaPipePose.find): a subject-action's crops, a few times
+# over; each holds one crop-sized float32 mask (1 MiB at 512²).
+REMEMBERED = 64
 
 
 def _landmark_array(landmarks: np.ndarray, name: str) -> np.ndarray:
@@ -172,6 +177,7 @@ class MediaPipePose:
                 f"which is not in {model.parent} (mediapipe 0.10.21 bundles only "
                 f"pose_landmark_full.tflite): use model_complexity 1, or put the file there")
         self.options = options
+        self._found: OrderedDict[tuple, PoseResult | None] = OrderedDict()
         self._pose = mediapipe.solutions.pose.Pose(
             static_image_mode=True, model_complexity=options.model_complexity,
             enable_segmentation=True,
@@ -181,6 +187,11 @@ class MediaPipePose:
     def close(self) -> None:
         """Release the graph (idempotent)."""
         self._finalizer()
+        self._found.clear()
+
+    def _check_open(self) -> None:
+        if not self._finalizer.alive:
+            raise RuntimeError("MediaPipePose used after close()")
 
     def __enter__(self) -> MediaPipePose:
         return self
@@ -195,8 +206,7 @@ class MediaPipePose:
         ``pad``: the image is first padded on every side by this fraction of its longer side
         (``mode`` ``constant``: zeros, or ``edge``); results are in ``image``'s pixels.
         """
-        if not self._finalizer.alive:
-            raise RuntimeError("MediaPipePose used after close()")
+        self._check_open()
         image = _check_image(image)
         height, width = image.shape[:2]
         margin = round(pad * max(height, width))
@@ -218,12 +228,30 @@ class MediaPipePose:
     def find(self, image: np.ndarray, ladder: tuple[tuple[float, str], ...] = PAD_LADDER
              ) -> PoseResult | None:
         """The person in ``image``: :meth:`process` with each ``(pad, mode)`` of ``ladder`` in
-        turn until one finds them."""
+        turn until one finds them.
+
+        The last :data:`REMEMBERED` answers are kept (read-only), keyed by the image's bytes:
+        a segmenter and a keypoint detector sharing this graph (:meth:`_PoseBackend.share`)
+        then run one pose pass per crop. The graph works on static images, so an answer
+        given again is the one a new pass would give.
+        """
+        self._check_open()
+        image = _check_image(image)
+        key = (image.shape, hashlib.blake2b(image.data, digest_size=16).digest(), ladder)
+        if key in self._found:
+            self._found.move_to_end(key)
+            return self._found[key]
+        found = None
         for pad, mode in ladder:
             found = self.process(image, pad, mode)
             if found is not None:
-                return found
-        return None
+                found.landmarks.setflags(write=False)
+                found.mask.setflags(write=False)
+                break
+        self._found[key] = found
+        if len(self._found) > REMEMBERED:
+            self._found.popitem(last=False)
+        return found
 
 
 def person_box(landmarks: np.ndarray, mask: np.ndarray, threshold: float,
@@ -295,6 +323,20 @@ class _PoseBackend:
 
     def close(self) -> None:
         self._pose.close()
+
+    def share(self, other: object) -> bool:
+        """Use ``other``'s pose graph (and its remembered answers) when it is a MediaPipe
+        backend with the same options: a crop's mask and keypoints then come from one pass.
+
+        Returns:
+            Whether the graph is now shared.
+        """
+        if not isinstance(other, _PoseBackend) or other.options != self.options:
+            return False
+        if other._pose is not self._pose:
+            self._pose.close()
+            self._pose = other._pose
+        return True
 
     def __enter__(self) -> Self:
         return self
