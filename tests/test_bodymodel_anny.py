@@ -44,6 +44,27 @@ def test_forward_matches_synthetic_truth(model, pose_name):
                                atol=2e-4)
 
 
+def test_bones_equal_annys_own_forward(model):
+    """The fit's shortcut (the rest mesh once, only the canonical body skinned) gives what
+    Anny's own forward of all the bodies gives."""
+    from pipeline.synthesize.body import PHENOTYPE_NAMES
+
+    shape = torch.tensor([0.3, -0.2, 0.1, 0.0, 0.4, -0.1])
+    generator = torch.Generator().manual_seed(0)
+    pose = 0.3 * torch.randn(3, len(model.joint_names), 3, generator=generator)
+    parts = model._bone_poses(shape, pose)
+    deltas = torch.eye(4).repeat(4, len(model.bone_names), 1, 1)
+    deltas[:, model._joint_index, :3, :3] = model._rotations(
+        torch.cat([model._canonical_pose[None], pose], 0))
+    phenotype = torch.sigmoid(shape)
+    own = model._model(pose_parameters=deltas, phenotype_kwargs={
+        name: phenotype[i].expand(4) for i, name in enumerate(PHENOTYPE_NAMES)})
+    torch.testing.assert_close(parts["canonical"] - parts["lift"], own["vertices"][0],
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(parts["canon_bones"], own["bone_poses"][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(parts["posed_bones"], own["bone_poses"][1:], atol=1e-6, rtol=0)
+
+
 def test_canonical_matches_truth_and_stands_on_the_ground(model):
     truth = canonical_body(model._model, PHENOTYPE)
     canonical = model.canonical(model.shape_from_phenotype(PHENOTYPE.as_dict()))

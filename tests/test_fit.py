@@ -281,3 +281,33 @@ def test_placement_without_triangulation_uses_rays_and_a_yaw_search(model, scene
         found = Rotation.from_rotvec(orient[a])
         assert (found.inv() * Rotation.from_euler("z", yaw)).magnitude() < math.radians(25)
         assert np.linalg.norm(transl[a] - [0.0, 0.0, 0.95]) < 0.15
+
+
+def test_nearest_index_is_the_brute_force_nearest():
+    from pipeline.fitting.losses import nearest_index
+
+    generator = torch.Generator().manual_seed(1)
+    points = torch.rand(2, 3, 40, 2, generator=generator) * 100
+    candidates = torch.rand(2, 3, 70, 2, generator=generator) * 100
+    index = nearest_index(points, candidates)
+    assert index.shape == (2, 3, 40) and index.dtype == torch.int64
+    distances = ((points[..., :, None, :].double() - candidates[..., None, :, :].double())
+                 ** 2).sum(-1)
+    torch.testing.assert_close(index, distances.argmin(-1))
+
+
+def test_calibrated_projection_matches_the_camera():
+    from pipeline.camera import intrinsics_from_fov
+    from pipeline.fitting.cameras import CalibratedCameras
+
+    cameras = [look_at(np.array([2.5 * math.cos(a), 2.5 * math.sin(a), 1.2]),
+                       np.array([0.0, 0.0, 0.9]), K=intrinsics_from_fov(50, 640, 480),
+                       width=640, height=480).with_crop(100 + 10 * i, 20, 380, 128)
+               for i, a in enumerate((0.3, 2.0))]
+    module = CalibratedCameras(np.stack([c.K for c in cameras])[None],
+                               np.stack([c.R for c in cameras])[None],
+                               np.stack([c.t for c in cameras])[None])
+    points = np.random.default_rng(0).normal([0, 0, 0.9], 0.4, size=(50, 3))
+    pixels = module.project(torch.as_tensor(points, dtype=torch.float32)[None])[0].numpy()
+    for view, camera in enumerate(cameras):
+        np.testing.assert_allclose(pixels[view], camera.project(points)[0], atol=2e-3)

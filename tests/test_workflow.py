@@ -232,13 +232,14 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
 
 
 def test_every_subject_is_synthesized_and_ingested_at_once(tmp_path):
-    """A fresh run plans every subject's synthesis and ingest together (so they run in
-    parallel), not one subject after another's ingest checkpoint."""
+    """A fresh run plans every subject's synthesis, ingest and preprocessing together (so
+    they run in parallel): no rule waits on a manifest to plan."""
     config = _synthetic_config()
     config["data"]["subjects"] = ["s000", "s001", "s002"]
     write_config(tmp_path, config)
     planned = _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n"))
     assert planned["synthesize"] == 3 and planned["ingest"] == 3
+    assert planned["preprocess"] == 3 and planned["fit"] == 3
 
 
 def test_pifu_branch_end_to_end(tmp_path):

@@ -47,13 +47,18 @@ class CalibratedCameras(torch.nn.Module):
         self.register_buffer("K", torch.as_tensor(K, dtype=torch.float32))
         self.register_buffer("R", torch.as_tensor(R, dtype=torch.float32))
         self.register_buffer("t", torch.as_tensor(t, dtype=torch.float32))
+        # One (3, 4) map per view: K's first two rows times [R | t], then the camera depth
+        # row [R | t]₃; pixels are its first two outputs over the third.
+        extrinsic = torch.cat([self.R, self.t[..., None]], -1)  # (A, V, 3, 4)
+        self.register_buffer("_map", torch.cat([self.K[..., :2, :] @ extrinsic,
+                                                extrinsic[..., 2:3, :]], -2))
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
-        """(A, N, 3) world points -> (A, V, N, 2) crop pixels (depth clamped at 1 cm)."""
-        cam = torch.einsum("avij,anj->avni", self.R, points) + self.t[:, :, None]
-        depth = cam[..., 2:3].clamp(min=0.01)
-        pixels = torch.einsum("avij,avnj->avni", self.K, cam / depth)
-        return pixels[..., :2]
+        """(A, N, 3) world points -> (A, V, N, 2) crop pixels (depth clamped at 1 cm):
+        ``K (R X + t) / depth``, one product per view."""
+        mapped = torch.einsum("avij,anj->avni", self._map[..., :3], points) + (
+            self._map[..., 3][:, :, None])
+        return mapped[..., :2] / mapped[..., 2:3].clamp(min=0.01)
 
     def export(self) -> dict[str, np.ndarray]:
         return {"camera_K": self.K.numpy(), "camera_R": self.R.numpy(),
