@@ -2,12 +2,13 @@
 # Both create or reuse the virtual environment $(VENV) and install the project into it first.
 VENV ?= .venv
 CORES ?= 2
+TEST_WORKERS ?= 2
 REPORT ?= report.html
 PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo report test lint format setup setup-mmdet clean-results
+.PHONY: demo report test test-fast lint format setup setup-mmdet clean-results
 
 setup: $(VENV)/.installed
 
@@ -41,9 +42,15 @@ report: setup
 	$(BIN)/snakemake --report $(REPORT)
 
 # The whole test suite, including the end-to-end Snakemake and SLURM runs, the mmdet backend
-# and the spconv sparse-convolution backend.
+# and the spconv sparse-convolution backend, on $(TEST_WORKERS) pytest-xdist workers (the
+# end-to-end tests are collected first so that the longest start first; the SLURM tests
+# share one worker and one cluster). TEST_WORKERS=0 runs it in this process.
 test: setup-mmdet
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The fast part alone (no end-to-end run): seconds to a few minutes.
+test-fast: setup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not slurm"
 
 # Everything CI checks besides the tests.
 lint: setup

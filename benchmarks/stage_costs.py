@@ -46,6 +46,11 @@ STAGES = (
     Stage("check_synthetic", "synthetic_checks", "photos_pixels"),
     Stage("ingest", "manifest", "photos_pixels"),
     Stage("preprocess", "crop mask keypoints overlay", "photos"),
+    # Before issue 29 the image stages ran as one job per subject-action each: runs of that
+    # code are still read (benchmarks/demo_time.py runs an older commit beside this one).
+    Stage("detect", "crop", "photos"),
+    Stage("mask", "mask", "photos"),
+    Stage("keypoints", "keypoints", "photos"),
     Stage("fit", "fit", "photos"),
     Stage("register", "register", "photos"),
     Stage("cache", "cache", "photos"),

@@ -42,6 +42,26 @@ def require(module: str) -> ModuleType:
                     pytrace=False)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test``: 2 workers) each worker gets its share of the cores
+    for torch, not all of them each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The end-to-end tests (``slow``) first, the longest of them, the workflow chains, at the
+    head: with workers they then start first instead of keeping one worker busy at the end.
+    The order within each part stays the files' order."""
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 2
+        return 0 if item.path.name == "test_workflow.py" else 1
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def restore_torch_threads():
     """Put torch's intra-op thread count back after every test: stages run in-process

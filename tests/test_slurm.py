@@ -16,10 +16,11 @@ from tests.cache_fakes import build
 from tests.conftest import REPO, run_snakemake, tiny_config, write_config
 from tests.test_train import TINY_TRAIN, params
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# One worker (pytest-xdist) and one cluster for the module.
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     try:
         running = slurm.start(tmp_path_factory.mktemp("slurm"))
