@@ -17,6 +17,7 @@ About 2 × 15-20 min on 2 cores; ``--keep`` leaves the trees under ``--where``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import os
 import shutil
@@ -60,9 +61,11 @@ def run_demo(tree: Path, cores: int) -> float:
 
 def costs(tree: Path) -> str:
     """stage_costs.py's table of the run in ``tree``."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import stage_costs
-
+    spec = importlib.util.spec_from_file_location("stage_costs",
+                                                  REPO / "benchmarks" / "stage_costs.py")
+    stage_costs = importlib.util.module_from_spec(spec)
+    sys.modules["stage_costs"] = stage_costs  # its dataclasses look their module up there
+    spec.loader.exec_module(stage_costs)
     config = load_config(tree / "config.yaml")
     config["results"] = str(tree / config["results"])
     config["data"]["root"] = str(tree / config["data"]["root"])

@@ -68,16 +68,21 @@ STARTUP = re.compile(r"startup: ([0-9.]+) s from process start to (.*)$", re.MUL
 IMPORTED = "(its module imported)"
 
 
-def startup_seconds(log: Path) -> float | None:
-    """A job's start-up from its log (:func:`pipeline.progress.log_startup`): the seconds
-    to its first photo, step or subject; to its stage's import when it logs no first work;
-    None when the log has neither (or is absent)."""
+def startup_seconds(log: Path) -> tuple[float, float] | None:
+    """A job's start-up from its log (:func:`pipeline.progress.log_startup`): the seconds to
+    its stage's import (the interpreter and the imports: a lower bound), and to its first
+    photo, step or subject (an upper bound: some stages work before their first progress
+    bar, the cache builds the body's distance volume); the import's twice when it logs no
+    first work. None when the log has neither (or is absent)."""
     if not log.is_file():
         return None
     found = STARTUP.findall(log.read_text(errors="replace"))
     work = [float(s) for s, what in found if IMPORTED not in what]
     imported = [float(s) for s, what in found if IMPORTED in what]
-    return work[0] if work else imported[0] if imported else None
+    if not imported and not work:
+        return None
+    first = imported[0] if imported else work[0]
+    return first, work[0] if work else first
 
 
 def shape(config: dict[str, Any]) -> dict[str, float]:
@@ -121,14 +126,15 @@ def logs_folder(config: dict[str, Any]) -> Path:
 
 
 def startup_cell(rows: list[dict[str, Any]]) -> str:
-    """The jobs' start-up as a share of their seconds (the jobs whose log gives it), e.g.
-    ``12 % (8 of 8 jobs)``; ``-`` when no log gives it."""
+    """The jobs' start-up as a share of their seconds (the jobs whose log gives it), from
+    import to first work (:func:`startup_seconds`), e.g. ``4-12 % (8 of 8 jobs)``; ``-``
+    when no log gives it."""
     known = [r for r in rows if r["startup"] is not None]
     if not known:
         return "-"
-    share = sum(min(r["startup"], r["s"]) for r in known) / max(sum(r["s"] for r in known),
-                                                                 1e-9)
-    return f"{100 * share:.0f} % ({len(known)} of {len(rows)} jobs)"
+    seconds = max(sum(r["s"] for r in known), 1e-9)
+    low, high = (sum(min(r["startup"][k], r["s"]) for r in known) / seconds for k in (0, 1))
+    return f"{100 * low:.0f}-{100 * high:.0f} % ({len(known)} of {len(rows)} jobs)"
 
 
 def stage_table(config: dict[str, Any], target: dict[str, Any] | None) -> str:

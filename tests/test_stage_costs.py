@@ -65,11 +65,11 @@ def test_startup_share_from_the_job_logs(tmp_path: Path) -> None:
         + line.format("9.00", "the first view of mask s000/act00") + "\n")
     (logs / "train.log").write_text(line.format("10.00", "the stage 'train' (its module "
                                                           "imported)") + "\n")
-    assert module.startup_seconds(logs / "preprocess/s000.log") == 4.0  # the first work
-    assert module.startup_seconds(logs / "train.log") == 10.0  # no work logged: the import
+    assert module.startup_seconds(logs / "preprocess/s000.log") == (1.5, 4.0)  # import, work
+    assert module.startup_seconds(logs / "train.log") == (10.0, 10.0)  # no work logged
     assert module.startup_seconds(logs / "preprocess/s001.log") is None  # no log
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")
             for line in module.stage_table(config, None).splitlines()[2:]}
-    assert rows["preprocess"][4] == "20 % (1 of 2 jobs)"  # 4 s of s000's 20
-    assert rows["train"][4] == "10 % (1 of 1 jobs)"
-    assert rows["**all**"][4] == "12 % (2 of 3 jobs)"  # 14 s of 120
+    assert rows["preprocess"][4] == "8-20 % (1 of 2 jobs)"  # 1.5 and 4 s of s000's 20
+    assert rows["train"][4] == "10-10 % (1 of 1 jobs)"
+    assert rows["**all**"][4] == "10-12 % (2 of 3 jobs)"  # 11.5 and 14 s of 120
