@@ -18,30 +18,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 from pipeline.config import load_config
-from pipeline.results_doc import publish
+from pipeline.results_doc import export_commit, publish
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def export_tree(rev: str, folder: Path) -> Path:
-    """Commit ``rev``'s files (``git archive``) in ``folder``."""
-    folder.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
 
 
 def run_demo(tree: Path, cores: int) -> float:
@@ -85,8 +73,8 @@ def main() -> int:
     where = args.where or Path(tempfile.mkdtemp(prefix="demo_time-"))
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    trees = {f"now ({head})": export_tree("HEAD", where / "now"),
-             f"baseline ({args.baseline})": export_tree(args.baseline, where / "baseline")}
+    trees = {f"now ({head})": export_commit(REPO, "HEAD", where / "now"),
+             f"baseline ({args.baseline})": export_commit(REPO, args.baseline, where / "baseline")}
     walls = {}
     for name, tree in trees.items():
         print(f"running the demo of {name} in {tree} ...", flush=True)

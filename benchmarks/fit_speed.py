@@ -21,19 +21,17 @@ The baseline must read today's ``fit`` section (fd8200e, main before the fit's s
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 from pipeline.config import load_config, stage_params
 from pipeline.fit_quality import score_subject
-from pipeline.results_doc import publish
+from pipeline.results_doc import export_commit, publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,15 +51,6 @@ for subject in job["subjects"]:
     seconds[subject] = time.perf_counter() - start
 print("SECONDS " + json.dumps(seconds))
 """
-
-
-def export_tree(rev: str, folder: Path) -> Path:
-    """Commit ``rev``'s files (``git archive``) under ``folder``."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
 
 
 def fit_in(tree: Path, results: Path, out: Path, subjects: list[str],
@@ -101,7 +90,7 @@ def main() -> int:
     params = stage_params(config, "fit")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"now": REPO, f"baseline {args.baseline}": export_tree(args.baseline,
+        trees = {"now": REPO, f"baseline {args.baseline}": export_commit(REPO, args.baseline,
                                                                       Path(tmp))}
         for name, tree in trees.items():
             out = results / "fit_speed" / ("now" if name == "now" else "baseline")

@@ -28,20 +28,18 @@ torch"`` and ``python -c pass`` for scale.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.results_doc import publish
+from pipeline.results_doc import export_commit, publish
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "trimesh", "igl", "scipy", "PIL", "anny", "h5py", "mediapipe",
@@ -153,15 +151,6 @@ def dry_run(directory: Path, args: list[str], tree: Path = REPO,
         return {"wall_s": wall, **json.loads(out.read_text())}
 
 
-def export_tree(rev: str, folder: Path) -> Path:
-    """Commit ``rev``'s files (``git archive``) under ``folder``; the folder."""
-    data = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True,
-                          check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
-
-
 def python_seconds(code: str, repeats: int) -> float:
     """Median wall seconds of ``python -c CODE`` (a fresh interpreter)."""
     runs = []
@@ -191,7 +180,7 @@ def report(directory: Path, configs: list[Path], repeats: int, baseline: str | N
     with tempfile.TemporaryDirectory(prefix="parse_time.baseline.") as tmp:
         rows = {"now": (REPO, ())}
         if baseline:
-            rows[f"commit {baseline}"] = (export_tree(baseline, Path(tmp)), ())
+            rows[f"commit {baseline}"] = (export_commit(REPO, baseline, Path(tmp)), ())
         rows[f"now, with the old imports first ({', '.join(OLD_IMPORTS)})"] = (REPO,
                                                                             OLD_IMPORTS)
         walls: dict[str, list[float]] = {name: [] for name in rows}

@@ -92,3 +92,18 @@ def run_workflow(configfiles: list[Path], targets: list[str], *, cores: int,
                                  f"{os.environ['PATH']}"}
     subprocess.run([str(snakemake), *triggers, "--cores", str(cores), "--configfile",
                     *map(str, configfiles), "--", *targets], check=True, env=env)
+
+
+def export_commit(repo: Path, rev: str, folder: Path) -> Path:
+    """Commit ``rev``'s files of the git repository ``repo`` (``git archive``: tracked files
+    only, no data or results, as a fresh clone has them) extracted under ``folder``, which is
+    created; the folder. For the benchmarks that run an older commit beside this one."""
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = subprocess.run(["git", "-C", str(repo), "archive", rev], capture_output=True,
+                          check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder

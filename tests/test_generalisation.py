@@ -95,3 +95,22 @@ def test_publish_replaces_only_its_section(tmp_path: Path) -> None:
     assert doc.read_text().count("<!-- results:one -->") == 1 and "| 1 |" not in doc.read_text()
     with pytest.raises(ValueError, match="section name"):
         publish(doc, "Bad Name", "x")
+
+
+def test_export_commit_holds_the_commits_tracked_files(tmp_path: Path) -> None:
+    import subprocess
+
+    from pipeline.results_doc import export_commit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.txt").write_text("first")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    (repo / "a.txt").write_text("second")  # not committed
+    (repo / "untracked.txt").write_text("x")
+    tree = export_commit(repo, "HEAD", tmp_path / "out" / "tree")
+    assert (tree / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in tree.iterdir()) == ["a.txt"]
