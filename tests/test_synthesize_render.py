@@ -10,8 +10,14 @@ import trimesh
 
 from pipeline.camera import look_at
 from pipeline.synthesize import appearance as ap
-from pipeline.synthesize.raycast import canonical_edge_hits
-from pipeline.synthesize.render import Light, render, render_mask_depth, turntable
+from pipeline.synthesize.raycast import canonical_edge_hits, check_mesh
+from pipeline.synthesize.render import (
+    Light,
+    make_intersector,
+    render,
+    render_mask_depth,
+    turntable,
+)
 
 F, SIZE, DIST, RADIUS = 500.0, 256, 3.0, 0.5
 
@@ -68,6 +74,17 @@ def test_render_is_deterministic(sphere: trimesh.Trimesh) -> None:
     a, b = _render_sphere(sphere), _render_sphere(sphere)
     for field in dataclasses.fields(a):
         assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), field.name
+
+
+def test_one_intersector_serves_many_views(sphere: trimesh.Trimesh) -> None:
+    """A scene built once (the synthesis renders every view of a pose from it) gives the
+    same images as one built per view."""
+    v, f = check_mesh(sphere.vertices, sphere.faces)
+    shared = make_intersector(v, f)
+    for _ in range(2):
+        a, b = _render_sphere(sphere), _render_sphere(sphere, intersector=shared)
+        for field in dataclasses.fields(a):
+            assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), field.name
 
 
 @pytest.mark.parametrize("antialias", [False, True])

@@ -28,8 +28,8 @@ from pipeline.synthesize.raycast import (
 )
 
 __all__ = [
-    "Light", "RenderResult", "compute_vertex_normals", "linear_to_srgb", "orbit_views", "render",
-    "render_mask_depth", "srgb_to_linear", "turntable",
+    "Light", "RenderResult", "compute_vertex_normals", "linear_to_srgb", "make_intersector",
+    "orbit_views", "render", "render_mask_depth", "srgb_to_linear", "turntable",
 ]
 
 # Rotated-grid sub-pixel offsets used to anti-alias silhouette pixels.
@@ -195,6 +195,7 @@ def render(
     vertex_normals: np.ndarray | None = None,
     shadows: bool = True,
     antialias: bool = True,
+    intersector: RayMeshIntersector | None = None,
 ) -> RenderResult:
     """Render a triangle mesh with per-vertex colours.
 
@@ -210,6 +211,9 @@ def render(
         antialias: 5-sample supersampling of silhouette / depth-edge pixels.
             Then the colour (only) of pixels within one pixel of an edge is
             blended; every other non-hit pixel is exactly the background.
+        intersector: ``make_intersector(vertices, faces)`` of these very arrays, built once
+            for several views of one mesh (building it is most of a view's time); None
+            builds one.
     Returns:
         RenderResult (mask, depth, normal, face_index come from the single
         pixel-centre ray and are not anti-aliased).
@@ -232,7 +236,7 @@ def render(
     if len(f) == 0:
         mask, depth, face_index = empty_buffers(H, W)
         return RenderResult(rgb, mask, depth, normal, face_index)
-    isect = make_intersector(v, f)
+    isect = make_intersector(v, f) if intersector is None else intersector
     pix, origins, dirs, hits, (mask, depth, face_index) = primary_hits(isect, v, f, camera)
     hit = hits.face >= 0
     colour, n_world = _shade(isect, v, f, vn, alb, light, origins, dirs, hits, shadows)
@@ -347,6 +351,7 @@ def orbit_views(
     vn = compute_vertex_normals(v, f) if len(f) else np.zeros_like(v)
     bg = np.broadcast_to(np.asarray(background, dtype=np.uint8), (size, size, 3)).copy()
     images = []
+    isect = make_intersector(v, f) if len(f) else None
     el = np.deg2rad(elevation_deg)
     for azimuth in azimuths_deg:
         az = np.deg2rad(azimuth)
@@ -354,5 +359,6 @@ def orbit_views(
         cam = look_at(np.asarray(centre) + dist * offset, np.asarray(centre), K=K, width=size,
                       height=size)
         light = Light(direction=offset + np.array([0.0, 0.0, 0.8]), intensity=0.85, ambient=0.3)
-        images.append(render(v, f, alb, cam, bg, light, vertex_normals=vn, shadows=False).rgb)
+        images.append(render(v, f, alb, cam, bg, light, vertex_normals=vn, shadows=False,
+                             intersector=isect).rgb)
     return images

@@ -41,7 +41,8 @@ from pipeline.skeleton import COCO17, coco17_to_body25, write_openpose
 from pipeline.synthesize import appearance as look
 from pipeline.synthesize import body as bodymod
 from pipeline.synthesize import clothing, poses
-from pipeline.synthesize.render import render
+from pipeline.synthesize.raycast import check_mesh
+from pipeline.synthesize.render import compute_vertex_normals, make_intersector, render
 from pipeline.synthesize.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
@@ -187,10 +188,15 @@ def _render_action(
         (photos / name).mkdir()
         (truth / name).mkdir()
         views = {}
+        # One ray scene and one set of normals serve every view of the posed mesh.
+        vertices, faces = check_mesh(posed, clothed.faces)
+        scene = make_intersector(vertices, faces)
+        normals = compute_vertex_normals(vertices, faces)
         for index, camera in enumerate(rig):
             view = f"cam{index}"
             background = look.procedural_background(rng, p.height, p.width)
-            result = render(posed, clothed.faces, albedo, camera, background, light)
+            result = render(vertices, faces, albedo, camera, background, light,
+                            vertex_normals=normals, intersector=scene)
             save_jpeg(photos / name / f"{view}.jpg", look.photo_finish(rng, result.rgb),
                        p.jpeg_quality)
             views[view] = _write_view_truth(truth / name, view, result, body.keypoints,

@@ -1,0 +1,162 @@
+"""Seconds per subject of the synthesis or the cache build beside an older commit's, and
+whether the two trees wrote the same outputs.
+
+    .venv/bin/python benchmarks/stage_speed.py synthesize --baseline dfbc561
+    .venv/bin/python benchmarks/stage_speed.py cache --baseline dfbc561 --subjects s000 s003
+    .venv/bin/python benchmarks/stage_speed.py cache --baseline dfbc561 --write docs/results.md
+
+Each tree (this one, and ``--baseline REV`` exported by ``git archive``) runs the stage's own
+call (``pipeline.synthesize.stage.run`` or ``pipeline.cache.run``) for every subject in a
+child process of its own code (``PYTHONSAFEPATH=1``, its folder first on ``PYTHONPATH``), one
+tree after the other, with the config's section. The seconds are timed inside the child, so
+interpreter start and imports are left out of both. ``cache`` needs the fit, crops and masks
+of ``make demo`` (``--config``'s results) and the synthetic truth. The outputs go to a
+temporary folder and are compared:
+
+- synthesize: every file of both trees, byte for byte;
+- cache: every dataset (values, dtype, shape) and every attribute of both HDF5 files.
+
+A changed output is named, and the script exits 1: a speed-up that changes what a stage
+writes has to say why (issue 29 asks for byte-identical synthesis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.config import load_config, stage_params
+from pipeline.results_doc import export_commit, publish
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import json, sys, time
+from pathlib import Path
+job = json.loads(sys.argv[1])
+out, seconds = Path(job["out"]), {}
+if job["stage"] == "synthesize":
+    from pipeline.synthesize.stage import run
+    calls = {s: dict(subject=s, output=out / "photos" / s, truth=out / "truth" / s,
+                     params=job["params"]) for s in job["subjects"]}
+else:
+    from pipeline.cache import run
+    results, truth = Path(job["results"]), Path(job["truth"])
+    calls = {s: dict(subject=s, fit=results / "fit" / f"{s}.npz", crops=results / "crop" / s,
+                     masks=results / "mask" / s, output=out / f"{s}.h5",
+                     params=job["params"], truth=truth / s) for s in job["subjects"]}
+for subject, call in calls.items():
+    start = time.perf_counter()
+    run(**call)
+    seconds[subject] = time.perf_counter() - start
+print("SECONDS " + json.dumps(seconds))
+"""
+
+
+def run_in(tree: Path, job: dict) -> dict[str, float]:
+    """The stage of ``job`` with ``tree``'s code in a child process; seconds per subject."""
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], env=env,
+                          capture_output=True, text=True, cwd=tree)
+    if done.returncode != 0:
+        raise SystemExit(f"{job['stage']} with {tree} failed:\n{done.stderr[-3000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("SECONDS "))
+    return json.loads(line.removeprefix("SECONDS "))
+
+
+def differing_files(a: Path, b: Path) -> list[str]:
+    """Relative paths present in one folder only, or with different bytes."""
+    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    changed = [str(p) for p in sorted(files_a & files_b)
+               if not filecmp.cmp(a / p, b / p, shallow=False)]
+    return sorted(str(p) for p in files_a ^ files_b) + changed
+
+
+def differing_h5(a: Path, b: Path) -> list[str]:
+    """Datasets and attributes (named ``file:path`` or ``file:path@attr``) that differ."""
+    out: list[str] = []
+
+    def entries(h5: h5py.File) -> dict[str, h5py.HLObject]:
+        found = {"/": h5}
+        h5.visititems(lambda name, obj: found.__setitem__(name, obj))
+        return found
+
+    with h5py.File(a, "r") as ha, h5py.File(b, "r") as hb:
+        ea, eb = entries(ha), entries(hb)
+        out += [f"{a.name}:{k}" for k in sorted(set(ea) ^ set(eb))]
+        for key in sorted(set(ea) & set(eb)):
+            x, y = ea[key], eb[key]
+            if set(x.attrs) != set(y.attrs) or any(
+                    not np.array_equal(x.attrs[n], y.attrs[n]) for n in x.attrs):
+                out.append(f"{a.name}:{key}@attrs")
+            if isinstance(x, h5py.Dataset) and (
+                    not isinstance(y, h5py.Dataset) or x.dtype != y.dtype
+                    or not np.array_equal(x[()], y[()])):
+                out.append(f"{a.name}:{key}")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=["synthesize", "cache"])
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"))
+    parser.add_argument("--baseline", required=True, help="the commit to compare with")
+    parser.add_argument("--subjects", nargs="*", help="default: every subject of the config")
+    parser.add_argument("--write", nargs="*", type=Path, default=[],
+                        help="Markdown files whose <stage>_speed section to rewrite")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    dataset = config["data"]["dataset"]
+    subjects = args.subjects or list(config["data"]["subjects"])
+    params = stage_params(config, args.stage)
+    job = {"stage": args.stage, "subjects": subjects, "params": params,
+           "results": str((Path(config["results"]) / dataset).resolve()),
+           "truth": str((Path(config["data"]["root"]) / dataset / "truth").resolve())}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"now": REPO,
+                 f"baseline {args.baseline}": export_commit(REPO, args.baseline,
+                                                            Path(tmp) / "tree")}
+        outs = {}
+        for name, tree in trees.items():
+            outs[name] = Path(tmp) / "out" / name.split()[0]
+            per_subject = run_in(tree, {**job, "out": str(outs[name])})
+            seconds[name] = statistics.fmean(per_subject.values())
+        base_out, now_out = outs[f"baseline {args.baseline}"], outs["now"]
+        if args.stage == "synthesize":
+            changed = differing_files(base_out, now_out)
+        else:
+            changed = [d for s in subjects
+                       for d in differing_h5(base_out / f"{s}.h5", now_out / f"{s}.h5")]
+    base, now = seconds[f"baseline {args.baseline}"], seconds["now"]
+    threads = f", {args.stage}.threads {params['threads']}" if "threads" in params else ""
+    lines = [f"`{args.stage}` of {len(subjects)} subjects ({', '.join(subjects)}) of "
+             f"{args.config}{threads}, {os.cpu_count()} CPU cores here, one tree after the "
+             "other; seconds inside the process (no start-up).", "",
+             "| code | s per subject |", "|---|---|"]
+    lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
+    same = ("the same outputs (every file byte for byte)" if args.stage == "synthesize"
+            else "the same outputs (every dataset and attribute)")
+    lines += ["", f"Ratio: {now / base:.2f}× the seconds; "
+              + (same if not changed else f"{len(changed)} outputs differ: "
+                 + ", ".join(changed[:12]) + (" …" if len(changed) > 12 else "")) + "."]
+    text = "\n".join(lines)
+    print(text)
+    for doc in args.write:
+        publish(doc, f"{args.stage}_speed", text)
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
