@@ -88,6 +88,9 @@ STAGES: dict[str, Stage] = {
                       "score a reconstruction and both body baselines against the truth"),
     "selfcheck": Stage("pipeline.selfcheck:run", None,
                        "a reconstruction against its own inputs: reposed, reprojected, health"),
+    "colour": Stage("pipeline.colour:run", "colour",
+                    "a reconstruction and its fitted body coloured from the photos, with "
+                    "held-out-view and truth colour measures"),
     "export": Stage("pipeline.export:run", "fit",
                     "a reconstruction as a skinned glTF avatar (.glb) on the fitted body's bones"),
     "export-dataset": Stage("pipeline.export:run_dataset", "fit",

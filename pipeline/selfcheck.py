@@ -157,7 +157,7 @@ def mesh_health(vertices: np.ndarray, faces: np.ndarray, body: np.ndarray,
             "body_height_m": float(np.ptp(np.asarray(body)[:, up]))}
 
 
-def _crops(cache: Path) -> np.ndarray:
+def read_crops(cache: Path) -> np.ndarray:
     """``(Nv, S, S, 3)`` uint8 crops of every view: before the matte when the cache kept
     them, else the masked ones."""
     with open_cache(cache) as handle:
@@ -165,7 +165,9 @@ def _crops(cache: Path) -> np.ndarray:
         return np.asarray(handle[name][()])
 
 
-def _read_cache(cache: Path) -> tuple[Any, dict[str, np.ndarray]]:
+def read_cache_arrays(cache: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    """The index and the arrays the checks read (``CACHE_ARRAYS`` and ``camera/<key>``) of
+    a cache file."""
     with open_cache(cache) as handle:
         index = read_index(handle)
         try:
@@ -209,7 +211,7 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path,
     """
     start = time.perf_counter()
     summary = read_json(recon)
-    index, arrays = _read_cache(cache)
+    index, arrays = read_cache_arrays(cache)
     body, body_faces = arrays["canonical_vertices"], arrays["faces"]
     if summary.get("surface", False):
         loaded = read_ply(mesh)
@@ -247,7 +249,7 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, reposed: Path,
            "seconds": round(time.perf_counter() - start, 3)}
     if overlays is not None:
         labels = [f"{v['view']} IoU {v['iou']:.2f} (body {v['body_iou']:.2f})" for v in views]
-        sheets = overlay_sheets(_crops(cache), arrays["alphas"], masks, labels, rows)
+        sheets = overlay_sheets(read_crops(cache), arrays["alphas"], masks, labels, rows)
         with atomic_directory(overlays) as tmp:
             for a, sheet in sheets.items():
                 save_png(tmp / f"{index.actions[a]}.png", sheet)

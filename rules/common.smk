@@ -342,6 +342,10 @@ def all_targets(wildcards):
         targets += expand(
             RESULTS / "recon" / "pixel2isdf" / "{subject}.glb", subject=RECON_SUBJECTS
         )
+        targets += expand(
+            RESULTS / "eval" / "pixel2isdf" / "{subject}.colour.json",
+            subject=RECON_SUBJECTS,
+        )
         if REGISTER:  # in the data set's frame, as a submission
             targets += expand(
                 RESULTS / "submission" / "pixel2isdf" / "{subject}.obj",
