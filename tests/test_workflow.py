@@ -10,6 +10,7 @@ import numpy as np
 import pygltflib
 import pytest
 
+from pipeline.meshio import read_ply
 from tests.conftest import run_snakemake, tiny_config, write_config
 from tests.test_pifu import check_computed_scores
 
@@ -149,6 +150,12 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
         assert (tmp_path / "results/syn/report" / figure).stat().st_size > 0
     avatar = pygltflib.GLTF2().load(str(tmp_path / "results/syn/recon/pixel2isdf/s000.glb"))
     assert len(avatar.skins[0].joints) == len(avatar.nodes) - 2  # the bones, root, mesh
+    colour = json.loads((tmp_path / "results/syn/eval/pixel2isdf/s000.colour.json").read_text())
+    for mesh in ("model", "fitted_body"):
+        assert colour[mesh]["held_out"]["views"] == 2 and colour[mesh]["held_out"]["psnr"] > 0
+        assert colour[mesh]["truth_ciede2000"]["p95"] >= colour[mesh]["truth_ciede2000"]["mean"]
+    coloured = read_ply(tmp_path / "results/syn/recon/pixel2isdf/coloured/s000.ply")
+    assert coloured.visual.kind == "vertex"
 
     # The HTML report gathers the metrics, renders, curves and overlays.
     run_snakemake(tmp_path, "--report", "report.html")
@@ -163,7 +170,7 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "preprocess": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
         "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1, "render_recon": 1,
-        "selfcheck": 1, "export_avatar": 1, "training_curves": 1, "all": 1}
+        "selfcheck": 1, "export_avatar": 1, "colour": 1, "training_curves": 1, "all": 1}
 
     # A training parameter changes: only Pixel2ISDF retrains.
     config = _synthetic_config()
@@ -171,7 +178,8 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "train": 1, "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1,
-        "render_recon": 1, "selfcheck": 1, "export_avatar": 1, "training_curves": 1, "all": 1}
+        "render_recon": 1, "selfcheck": 1, "export_avatar": 1, "colour": 1,
+        "training_curves": 1, "all": 1}
 
     # An evaluation parameter changes: only the scores and their summary.
     config = _synthetic_config()
@@ -202,13 +210,15 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     config["data"]["predict_subjects"] = ["s000"]
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "cache": 1, "reconstruct": 1, "selfcheck": 1, "export_avatar": 1,
+        "cache": 1, "reconstruct": 1, "selfcheck": 1, "export_avatar": 1, "colour": 1,
         "evaluate_summary": 1, "all": 1}
     run_snakemake(tmp_path, "--cores", "2")
     with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
         assert "sdf" not in cache and "predict_subjects" in cache.attrs["targets"]
     recon = json.loads((tmp_path / "results/syn/recon/pixel2isdf/s000.json").read_text())
     assert recon["split"] == "predict"
+    colour = json.loads((tmp_path / "results/syn/eval/pixel2isdf/s000.colour.json").read_text())
+    assert colour["truth_colours"] == "absent: no truth" and colour["model"]["seen"] > 0
     summary_md = (tmp_path / "results/syn/eval/pixel2isdf/summary.md").read_text()
     assert "| s000 | predict |" in summary_md and "no truth |" in summary_md
     assert "## train subjects" not in summary_md
