@@ -91,7 +91,7 @@ STAGES: dict[str, Stage] = {
     "colour": Stage("pipeline.colour:run", "colour",
                     "a reconstruction and its fitted body coloured from the photos, with "
                     "held-out-view and truth colour measures"),
-    "export": Stage("pipeline.export:run", "fit",
+    "export": Stage("pipeline.export:run", ("fit", "export"),
                     "a reconstruction as a skinned glTF avatar (.glb) on the fitted body's bones"),
     "export-dataset": Stage("pipeline.export:run_dataset", "fit",
                             "a reconstruction and its fitted body as OBJ in the data set's "

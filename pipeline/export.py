@@ -17,6 +17,7 @@ Reading back: :func:`read_accessor` (the round-trip test, ``tests/test_export.py
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -26,8 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pipeline.bodymodel import make_body_model
+from pipeline.colouring.texture import MAX_TEXTURE_SIZE, bake, decimate, unwrap
 from pipeline.errors import PipelineError
 from pipeline.frames import DatasetFrame
 from pipeline.io import atomic_path, read_json
@@ -113,7 +116,7 @@ class _Blob:
 
 def avatar_gltf(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
                 names: Sequence[str], parents: np.ndarray, bind: np.ndarray,
-                z_up: bool) -> Any:
+                z_up: bool, texture: tuple[np.ndarray, bytes] | None = None) -> Any:
     """The skinned avatar as a ``pygltflib.GLTF2`` with its binary blob set.
 
     Args:
@@ -121,6 +124,8 @@ def avatar_gltf(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
         weights: ``(V, B)`` skinning weights; names, parents ``(B,)``, bind ``(B, 4, 4)``:
             the bones (:class:`pipeline.bodymodel.Skeleton`).
         z_up: the model frame is Z up (turned to glTF's Y up).
+        texture: ``(V, 2)`` UVs (glTF's: origin at the image's top left) and the PNG bytes
+            of the base-colour texture they map; None: an untextured mesh.
     """
     import pygltflib as gl
 
@@ -136,6 +141,9 @@ def avatar_gltf(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
                                              ARRAY_BUFFER)
         attributes[f"WEIGHTS_{k}"] = blob.add(values[:, 4 * k:4 * k + 4], FLOAT, "VEC4",
                                               ARRAY_BUFFER)
+    if texture is not None:
+        attributes["TEXCOORD_0"] = blob.add(np.asarray(texture[0], dtype=np.float32), FLOAT,
+                                            "VEC2", ARRAY_BUFFER)
     indices = blob.add(np.asarray(faces, dtype=np.uint32).reshape(-1, 1), UNSIGNED_INT, "SCALAR",
                        ELEMENT_ARRAY_BUFFER)
     inverse_bind = np.linalg.inv(world)
@@ -149,11 +157,28 @@ def avatar_gltf(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
     roots = [int(b) for b in np.flatnonzero(np.asarray(parents) < 0)]
     nodes.append(gl.Node(name="skeleton", children=roots))
     nodes.append(gl.Node(name="reconstruction", mesh=0, skin=0))
+    material: dict[str, Any] = {}
+    if texture is not None:
+        blob.data.extend(b"\0" * (-len(blob.data) % 4))
+        blob.views.append(gl.BufferView(buffer=0, byteOffset=len(blob.data),
+                                        byteLength=len(texture[1])))
+        blob.data.extend(texture[1])
+        material = {
+            "images": [gl.Image(bufferView=len(blob.views) - 1, mimeType="image/png")],
+            "samplers": [gl.Sampler(magFilter=gl.LINEAR, minFilter=gl.LINEAR_MIPMAP_LINEAR,
+                                    wrapS=gl.CLAMP_TO_EDGE, wrapT=gl.CLAMP_TO_EDGE)],
+            "textures": [gl.Texture(sampler=0, source=0)],
+            "materials": [gl.Material(name="photos", doubleSided=False,
+                                      pbrMetallicRoughness=gl.PbrMetallicRoughness(
+                                          baseColorTexture=gl.TextureInfo(index=0),
+                                          metallicFactor=0.0, roughnessFactor=1.0))]}
     gltf = gl.GLTF2(
         asset=gl.Asset(version="2.0", generator="pixel2isdf pipeline.export"),
         scene=0, scenes=[gl.Scene(nodes=[n, n + 1])], nodes=nodes,
         meshes=[gl.Mesh(name="reconstruction", primitives=[gl.Primitive(
-            attributes=gl.Attributes(**attributes), indices=indices, mode=gl.TRIANGLES)])],
+            attributes=gl.Attributes(**attributes), indices=indices, mode=gl.TRIANGLES,
+            material=0 if texture is not None else None)])],
+        **material,
         skins=[gl.Skin(name="body", joints=list(range(n)), inverseBindMatrices=ibm,
                        skeleton=n)],
         accessors=blob.accessors, bufferViews=blob.views,
@@ -240,22 +265,43 @@ def run_dataset(*, mesh: Path, recon: Path, fit: Path, frame: str, output: Path,
 def run(*, mesh: Path, recon: Path, fit: Path, output: Path, params: dict[str, Any]) -> dict:
     """Export one subject's canonical reconstruction as a skinned ``.glb`` (``output``).
 
-    ``params``: the ``fit`` section (the body model and its options, for the bone tree).
+    ``mesh``: the reconstruction, coloured (the colour stage's) or not. ``params``: the
+    ``fit`` section (the body model and its options, for the bone tree) and the ``export``
+    section: ``faces`` (decimate to about this many faces first; null: keep them all),
+    ``texture_size`` (the side of the baked texture of a coloured mesh).
     """
+    fit_params, settings = params["fit"], params.get("export", {})
     summary = _with_surface(mesh, recon)
-    arrays, model = _fitted(fit, params)
+    arrays, model = _fitted(fit, fit_params)
     name = model.name
     skeleton = model.skeleton(torch.from_numpy(arrays["shape"]))
     loaded = read_ply(mesh)
-    vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
+    full, full_faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
+    target = settings.get("faces")
+    vertices, faces = decimate(full, full_faces, int(target)) if target else (full, full_faces)
+    texture = None
+    if loaded.visual.kind == "vertex":
+        size = int(settings.get("texture_size", 1024))
+        if size > MAX_TEXTURE_SIZE:
+            raise PipelineError(f"export.texture_size {size} is over the largest texture "
+                                f"written, {MAX_TEXTURE_SIZE}: lower it")
+        atlas = unwrap(vertices, faces)
+        image = bake(atlas, full, full_faces, np.asarray(loaded.visual.vertex_colors)[:, :3]
+                     / 255.0, size)
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG", optimize=False)
+        vertices, faces, texture = atlas.vertices, atlas.faces, (atlas.uvs, png.getvalue())
     weights = vertex_weights(vertices, arrays["canonical_vertices"], arrays["skinning_weights"])
     gltf = avatar_gltf(vertices, faces, weights, model.bone_names, skeleton.parents,
-                       skeleton.bind, z_up=UP_AXIS.get(name, 1) == 2)
+                       skeleton.bind, z_up=UP_AXIS.get(name, 1) == 2, texture=texture)
     with atomic_path(output) as tmp:
         gltf.save_binary(str(tmp))
     out = {"subject": summary.get("subject", mesh.stem), "vertices": len(vertices),
-           "faces": len(faces), "joints": len(model.bone_names),
+           "faces": len(faces), "faces_before": len(full_faces),
+           "joints": len(model.bone_names), "textured": texture is not None,
            "influence_sets": math.ceil(int((weights > 0).sum(1).max()) / 4)}
-    log.info("%s: wrote %s: %d vertices, %d joints, %d influence set(s)", out["subject"],
-             output, out["vertices"], out["joints"], out["influence_sets"])
+    log.info("%s: wrote %s: %d vertices, %d faces (of %d), %d joints, %d influence set(s), %s",
+             out["subject"], output, out["vertices"], out["faces"], out["faces_before"],
+             out["joints"], out["influence_sets"],
+             "textured" if texture is not None else "untextured (no vertex colours)")
     return out

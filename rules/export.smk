@@ -1,10 +1,11 @@
 # The reposable avatar: each reconstruction as a skinned glTF 2.0 binary (.glb) on the
-# fitted body's bones, with the weights the pipeline's own reposing uses.
+# fitted body's bones, with the weights the pipeline's own reposing uses, decimated to
+# export.faces and textured with the colour stage's colours.
 
 
 rule export_avatar:
     input:
-        mesh=RESULTS / "recon" / "{model}" / "{subject}.ply",
+        mesh=RESULTS / "recon" / "{model}" / "coloured" / "{subject}.ply",
         recon=RESULTS / "recon" / "{model}" / "{subject}.json",
         fit=RESULTS / "fit" / "{subject}.npz",
     output:
@@ -19,7 +20,7 @@ rule export_avatar:
     resources:
         mem_mb=3000,
     params:
-        stage=stage_params("fit"),
+        stage=sections_params("fit", "export"),
     shell:
         "python -m pipeline export --params {params.stage:q} --mesh {input.mesh}"
         " --recon {input.recon} --fit {input.fit} --output {output} 2> {log}"

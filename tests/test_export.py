@@ -3,6 +3,7 @@ back and posed as a glTF viewer poses it, against the pipeline's own reposing.""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
     out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]), torch.tensor([[0.1, 0, 0]]))
     fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
     summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "s.glb",
-                         params={"body_model": "anny"})
+                         params={"fit": {"body_model": "anny"}, "export": {"faces": None}})
+    assert not summary["textured"] and summary["faces"] == summary["faces_before"]
     assert summary["joints"] == len(model.bone_names) and summary["influence_sets"] >= 2
     skeleton = model.skeleton(shape)
     posed_world = (export.Z_UP_TO_Y_UP @ out.bone_transforms[0].detach().numpy().astype(
@@ -168,8 +170,73 @@ def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
     recon.write_text(json.dumps({"subject": "s", "surface": False}))
     with pytest.raises(PipelineError, match="no surface"):
         export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "t.glb",
-                   params={"body_model": "anny"})
+                   params={"fit": {"body_model": "anny"}})
     assert not (tmp_path / "t.glb").exists()
+
+
+def test_textured_glb_maps_back_to_the_mesh_colours(tmp_path: Path) -> None:
+    """A coloured Anny body, decimated to 4,000 faces and textured: the file's texture,
+    sampled at each triangle's centre through its UVs, gives the colour the coloured mesh has
+    there (a smooth field: the mean of the face's corners)."""
+    from PIL import Image
+
+    from pipeline.colouring.texture import sample_texture
+
+    model = make_body_model("anny")
+    shape = torch.zeros(model.shape_size)
+    canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
+    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
+    colours = 0.2 + 0.6 * (canonical - canonical.min(0)) / np.ptp(canonical, axis=0)
+    write_ply(mesh, canonical, model.faces, colours)
+    summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "s.glb",
+                         params={"fit": {"body_model": "anny"},
+                                 "export": {"faces": 4000, "texture_size": 512}})
+    assert summary["textured"] and abs(summary["faces"] - 4000) <= 40
+    gltf = pygltflib.GLTF2().load(str(tmp_path / "s.glb"))
+    primitive = gltf.meshes[0].primitives[0]
+    uvs = export.read_accessor(gltf, primitive.attributes.TEXCOORD_0).astype(np.float64)
+    faces = export.read_accessor(gltf, primitive.indices).reshape(-1, 3)
+    view = gltf.bufferViews[gltf.images[0].bufferView]
+    png = gltf.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength]
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert image.shape == (512, 512, 3)
+    rest = export.read_accessor(gltf, primitive.attributes.POSITION) @ export.Z_UP_TO_Y_UP[:3, :3]
+    centres = rest[faces].mean(axis=1)
+    lo, span = canonical.min(0), np.ptp(canonical, axis=0)
+    expected = 0.2 + 0.6 * (centres - lo) / span
+    got = sample_texture(image, uvs[faces].mean(axis=1))
+    error = np.abs(got - expected).max(axis=1)
+    assert np.median(error) < 0.01 and np.percentile(error, 95) < 0.03
+
+
+def test_decimated_avatar_keeps_a_valid_skin(tmp_path: Path) -> None:
+    """Decimated to 2,000 faces: every vertex's influences sum to one and come from its
+    nearest body vertex, and the rig posed in a viewer moves the decimated mesh as the
+    pipeline's reposing moves it."""
+    model = make_body_model("anny")
+    shape = torch.zeros(model.shape_size)
+    canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
+    pose = model.neutral_pose()[None]
+    out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]), torch.tensor([[0.2, 0, 0]]))
+    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
+    summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "d.glb",
+                         params={"fit": {"body_model": "anny"}, "export": {"faces": 2000}})
+    assert summary["faces"] <= 2020 < summary["faces_before"]
+    gltf = pygltflib.GLTF2().load(str(tmp_path / "d.glb"))
+    attributes = gltf.meshes[0].primitives[0].attributes
+    weights = sum(export.read_accessor(gltf, getattr(attributes, f"WEIGHTS_{k}")).sum(1)
+                  for k in range(8) if getattr(attributes, f"WEIGHTS_{k}", None) is not None)
+    np.testing.assert_allclose(weights, 1.0, atol=1e-5)
+    rest = export.read_accessor(gltf, attributes.POSITION).astype(np.float64)
+    rest = rest @ export.Z_UP_TO_Y_UP[:3, :3]
+    skeleton = model.skeleton(shape)
+    posed_world = (export.Z_UP_TO_Y_UP @ out.bone_transforms[0].detach().numpy().astype(
+        np.float64) @ skeleton.bind)
+    posed = viewer_pose(tmp_path / "d.glb", posed_world) @ export.Z_UP_TO_Y_UP[:3, :3]
+    transforms = vertex_transforms(model.skinning_weights,
+                                   out.bone_transforms.detach().numpy())
+    expected = repose(rest, nearest_body_vertex(rest, canonical), transforms)[0]
+    assert np.abs(posed - expected).max() < 1e-4
 
 
 def test_run_dataset_writes_the_data_set_frame(tmp_path: Path) -> None:
