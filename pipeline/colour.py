@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ import numpy as np
 from pipeline.colouring.surface import GREY, fill_unseen, psnr_ssim, truth_colour_error
 from pipeline.colouring.views import ViewSample, Weights, blend, draw, sample_view
 from pipeline.errors import PipelineError
+from pipeline.imageio import save_png
 from pipeline.io import read_json, write_json
 from pipeline.meshio import read_ply, write_ply
+from pipeline.overlay import draw_view, tile_sheet
 from pipeline.selfcheck import (
     nearest_body_vertex,
     read_cache_arrays,
@@ -83,9 +86,12 @@ def to_srgb(faces: np.ndarray, samples: Sequence[ViewSample]) -> tuple[np.ndarra
 def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, ViewSample],
                     scored: Sequence[int], action_of: np.ndarray,
                     cameras: Mapping[str, np.ndarray], images: np.ndarray,
-                    alphas: np.ndarray) -> list[dict[str, float]]:
-    """PSNR and SSIM of each ``scored`` view drawn from the colours of all the other views."""
+                    alphas: np.ndarray, keep: Sequence[int] = ()
+                    ) -> tuple[list[dict[str, float]], dict[int, np.ndarray]]:
+    """PSNR and SSIM of each ``scored`` view drawn from the colours of all the other views,
+    and the drawn images of the views in ``keep`` (the photo outside the matte)."""
     rows = []
+    kept: dict[int, np.ndarray] = {}
     scenes: dict[int, Any] = {}
     for j in scored:
         others = [s for i, s in samples.items() if i != j]
@@ -103,29 +109,42 @@ def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, 
         drawn[inside] = np.round(drawn_rgb * 255.0).astype(np.uint8)
         psnr, ssim = psnr_ssim(drawn, images[j], inside)
         rows.append({"view": int(j), "psnr": psnr, "ssim": ssim})
-    return rows
+        if j in keep:
+            kept[int(j)] = drawn
+    return rows, kept
+
+
+@dataclass(frozen=True)
+class Coloured:
+    """One mesh coloured: ``colours (V, 3)`` sRGB [0, 1], its ``report`` (JSON-ready) and
+    the held-out views drawn for the figure (view row → ``(S, S, 3)`` uint8)."""
+
+    colours: np.ndarray
+    report: dict[str, Any]
+    drawn: dict[int, np.ndarray]
 
 
 def colour_one(name: str, canonical: np.ndarray, posed: np.ndarray, faces: np.ndarray,
                usable: Sequence[int], scored: Sequence[int], arrays: Mapping[str, Any],
-               weights: Weights, truth: tuple[np.ndarray, np.ndarray] | None
-               ) -> tuple[np.ndarray, dict[str, Any]]:
+               weights: Weights, truth: tuple[np.ndarray, np.ndarray] | None,
+               figure_views: Sequence[int] = ()) -> Coloured:
     """Colours and measures of one mesh (``canonical`` ``(V, 3)``, ``posed`` ``(A, V, 3)``)."""
     start = time.perf_counter()
     if not usable:
         grey = np.full((len(canonical), 3), GREY)
-        return grey, {"seen": 0.0, "fallback": "grey: no usable view for colour"}
+        return Coloured(grey, {"seen": 0.0, "fallback": "grey: no usable view for colour"}, {})
     samples = view_samples(posed, faces, usable, arrays["action_of"], arrays["cameras"],
                            arrays["images"], arrays["alphas"], weights)
     colours, seen = to_srgb(faces, samples.values())
     seconds = time.perf_counter() - start
-    held = held_out_scores(posed, faces, samples, scored, arrays["action_of"],
-                           arrays["cameras"], arrays["images"], arrays["alphas"])
+    held, drawn = held_out_scores(posed, faces, samples, scored, arrays["action_of"],
+                                  arrays["cameras"], arrays["images"], arrays["alphas"],
+                                  keep=figure_views)
+    mean = {k: round(float(np.mean([r[k] for r in held])), 4) if held else None
+            for k in ("psnr", "ssim")}
     report: dict[str, Any] = {
         "seen": round(seen, 4), "seconds": round(seconds, 2),
-        "held_out": {"views": len(held),
-                     "psnr": round(float(np.mean([r["psnr"] for r in held])), 3) if held else None,
-                     "ssim": round(float(np.mean([r["ssim"] for r in held])), 4) if held else None,
+        "held_out": {"views": len(held), **mean,
                      "per_view": [{**r, "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
                                   for r in held]}}
     if truth is not None:
@@ -134,7 +153,26 @@ def colour_one(name: str, canonical: np.ndarray, posed: np.ndarray, faces: np.nd
                                      "p95": round(float(np.percentile(error, 95)), 3)}
     log.info("%s: %.0f %% of vertices seen, held-out PSNR %s over %d views, %.1f s", name,
              100 * seen, report["held_out"]["psnr"], len(held), seconds)
-    return colours, report
+    return Coloured(colours, report, drawn)
+
+
+FIGURE_VIEWS = 4
+"""Views of the first action in the report's figure."""
+
+
+def figure(photos: np.ndarray, rows: Mapping[str, Coloured], views: Sequence[int],
+           names: Sequence[str]) -> np.ndarray:
+    """The report's colour figure: a row of photos, then one row per coloured mesh with the
+    same views drawn from the colours of the other views, each labelled with its PSNR."""
+    tiles = [draw_view(photos[j], None, None, None, f"photo {names[j]}") for j in views]
+    for label, coloured in rows.items():
+        psnr = {r["view"]: r["psnr"] for r in coloured.report.get("held_out", {})
+                .get("per_view", [])}
+        for j in views:
+            image = coloured.drawn.get(j, np.zeros_like(photos[j]))
+            tiles.append(draw_view(image, None, None, None,
+                                   f"{label} {psnr.get(j, float('nan')):.1f} dB"))
+    return tile_sheet(tiles, per_row=max(1, len(views)))
 
 
 TRUTH_MESH = "canonical_clothed.ply"
@@ -155,12 +193,12 @@ def read_truth_colours(truth: Path) -> tuple[tuple[np.ndarray, np.ndarray] | Non
 
 
 def run(*, mesh: Path, recon: Path, cache: Path, output: Path, body_output: Path,
-        report: Path, params: dict[str, Any], truth: Path | None = None) -> dict[str, Any]:
+        report: Path, params: dict[str, Any], truth: Path | None = None,
+        figure_output: Path | None = None) -> dict[str, Any]:
     """CLI entry: ``python -m pipeline colour``; ``truth``: the subject's truth folder (its
-    ``canonical_clothed.ply`` with vertex colours: the synthetic albedo), or None."""
-    weights = Weights(cos_power=float(params.get("cos_power", 2.0)),
-                      min_cos=float(params.get("min_cos", 0.2)),
-                      erode_px=int(params.get("erode_px", 2)))
+    ``canonical_clothed.ply`` with vertex colours: the synthetic albedo), or None;
+    ``figure_output``: the report's PNG (photos beside the held-out views drawn)."""
+    weights = Weights.from_params(params)
     summary = read_json(recon)
     index, arrays = read_cache_arrays(cache)
     loaded = read_ply(mesh) if summary.get("surface", False) else None
@@ -174,6 +212,7 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, body_output: Path
                         index.actions[rows[i]], index.view_names[i])
     every = int(params.get("held_out_every", 1))
     scored = usable[::every]
+    shown = [i for i in scored if rows[i] == rows[scored[0]]][:FIGURE_VIEWS] if scored else []
     shared = {"action_of": rows, "images": read_crops(cache), "alphas": arrays["alphas"],
               "cameras": {k[len("camera/"):]: v for k, v in arrays.items()
                           if k.startswith("camera/")}}
@@ -185,17 +224,24 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, body_output: Path
                            "split": summary.get("split"), "weights": weights.__dict__,
                            "views_used": len(usable), "views_left_out": len(rows) - len(usable),
                            "held_out_every": every, "truth_colours": truth_note}
+    coloured: dict[str, Coloured] = {}
     if len(faces):
         posed = repose(vertices, nearest_body_vertex(vertices, body), transforms)
-        colours, out["model"] = colour_one("reconstruction", vertices, posed, faces, usable,
-                                           scored, shared, weights, truth_colours)
-        write_ply(output, vertices, faces, colours)
+        coloured["reconstruction"] = colour_one("reconstruction", vertices, posed, faces,
+                                                usable, scored, shared, weights,
+                                                truth_colours, shown)
+        out["model"] = coloured["reconstruction"].report
+        write_ply(output, vertices, faces, coloured["reconstruction"].colours)
     else:
         out["model"] = {"seen": 0.0, "fallback": "no surface to colour"}
         write_ply(output, vertices, faces)
-    body_colours, out["fitted_body"] = colour_one(
-        "fitted body", body, arrays["posed_vertices"], body_faces, usable, scored, shared,
-        weights, truth_colours)
-    write_ply(body_output, body, body_faces, body_colours)
+    coloured["fitted body"] = colour_one("fitted body", body, arrays["posed_vertices"],
+                                         body_faces, usable, scored, shared, weights,
+                                         truth_colours, shown)
+    out["fitted_body"] = coloured["fitted body"].report
+    write_ply(body_output, body, body_faces, coloured["fitted body"].colours)
+    if figure_output is not None:
+        save_png(figure_output, figure(shared["images"], coloured, shown,
+                                       [str(n) for n in index.view_names]))
     write_json(report, out)
     return out

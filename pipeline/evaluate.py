@@ -37,6 +37,7 @@ import numpy as np
 
 from models.cache_io import canonical_body
 from pipeline.cache import REGISTERED_BODY, registered_truth
+from pipeline.colouring.summary import colour_table, load_colours
 from pipeline.components import count_components
 from pipeline.errors import PipelineError
 from pipeline.frames import read_rotation
@@ -261,21 +262,23 @@ def write_tables(csv_output: Path, markdown: Path, html_output: Path, csv_text: 
 
 
 def summarize(*, reports: list[Path] | None = None, selfchecks: list[Path] | None = None,
-              model: str | None = None, csv_output: Path, markdown: Path, html_output: Path,
-              params: dict[str, Any]) -> dict[str, Any]:
+              colours: list[Path] | None = None, model: str | None = None, csv_output: Path,
+              markdown: Path, html_output: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Gather per-subject reports into ``metrics.csv``, a Markdown and an HTML summary.
 
     The means are per split (test first); the Markdown holds one table of means per split,
     one table per subject, and a line per split saying whether the model beats the fitted
     naked body. ``selfchecks`` (the truth-free checks of every reconstructed subject) add a
-    table where a subject without a truth (split ``predict``) reads "no truth". ``model``
-    names the model when no subject has a truth to score against.
+    table where a subject without a truth (split ``predict``) reads "no truth";
+    ``colours`` (the colour stage's reports) add the colour measures beside the fitted
+    body's. ``model`` names the model when no subject has a truth to score against.
     """
     del params  # the summary has no parameters of its own; the rule passes the section
     loaded = load_reports(reports or [])
     checks = load_selfchecks(selfchecks or [])
     if not loaded and not checks:
         raise PipelineError("evaluate summary: no per-subject report given")
+    coloured = load_colours(colours or [])
     names = {d["model"] for d in loaded} | ({model} if model else set())
     if len(names) != 1:
         raise PipelineError(f"evaluate summary: the reports are of models {sorted(names)}; "
@@ -313,6 +316,9 @@ def summarize(*, reports: list[Path] | None = None, selfchecks: list[Path] | Non
                         " Subjects without a scan (data.predict_subjects) read \"no truth\".")
         sections.append(selfcheck_table(checks, {d["subject"]: d["metrics"]["model"]
                                                  ["chamfer_cm"] for d in loaded}))
+    if coloured:
+        sections.append("## Colour: every coloured subject")
+        sections.append(colour_table(coloured))
     for d in loaded:
         sections.append(f"## {d['subject']} ({d['split']}, {d['n_views']} views)")
         sections.append(markdown_table([(MESH_LABELS[m].format(model=model),

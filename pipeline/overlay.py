@@ -43,12 +43,12 @@ def paint_outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, i
     return image
 
 
-def tile_sheet(tiles: list[Image.Image]) -> np.ndarray:
-    """TILE² tiles, PER_ROW to a row, as one (H, W, 3) uint8 sheet."""
-    rows = (len(tiles) + PER_ROW - 1) // PER_ROW
-    sheet = Image.new("RGB", (PER_ROW * TILE, max(rows, 1) * TILE))
+def tile_sheet(tiles: list[Image.Image], per_row: int = PER_ROW) -> np.ndarray:
+    """TILE² tiles, ``per_row`` to a row, as one (H, W, 3) uint8 sheet."""
+    rows = (len(tiles) + per_row - 1) // per_row
+    sheet = Image.new("RGB", (per_row * TILE, max(rows, 1) * TILE))
     for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % PER_ROW) * TILE, (i // PER_ROW) * TILE))
+        sheet.paste(tile, ((i % per_row) * TILE, (i // per_row) * TILE))
     return np.asarray(sheet)
 
 

@@ -10,8 +10,15 @@ rule colour:
         cache=RESULTS / "cache" / "{subject}.h5",
     output:
         mesh=RESULTS / "recon" / "{model}" / "coloured" / "{subject}.ply",
-        body=RESULTS / "recon" / "{model}" / "coloured" / "fitted_body" / "{subject}.ply",
+        body=RESULTS / "recon" / "{model}" / "fitted_body" / "{subject}.ply",
         report=RESULTS / "eval" / "{model}" / "{subject}.colour.json",
+        figure=report(
+            RESULTS / "report" / "colour" / "{model}" / "{subject}.png",
+            caption="report/colour.rst",
+            category="Colour",
+            subcategory="{model}",
+            labels={"model": "{model}", "subject": "{subject}"},
+        ),
     log:
         LOGS / "colour" / "{model}" / "{subject}.log",
     benchmark:
@@ -28,4 +35,5 @@ rule colour:
         "python -m pipeline colour --params {params.stage:q} --mesh {input.mesh}"
         " --recon {input.recon} --cache {input.cache} {params.truth}"
         " --output {output.mesh} --body-output {output.body} --report {output.report}"
+        " --figure-output {output.figure}"
         " 2> {log}"

@@ -309,6 +309,10 @@ def evaluate_summary_inputs(wildcards):
             RESULTS / "eval" / wildcards.model / "{subject}.selfcheck.json",
             subject=RECON_SUBJECTS,
         ),
+        "colours": expand(
+            RESULTS / "eval" / wildcards.model / "{subject}.colour.json",
+            subject=RECON_SUBJECTS,
+        ),
     }
 
 

@@ -63,6 +63,7 @@ rule evaluate_summary:
     shell:
         "python -m pipeline evaluate-summary --params {params.stage:q}"
         " --reports {input.reports} --selfchecks {input.selfchecks}"
+        " --colours {input.colours}"
         " --model {wildcards.model}"
         " --csv-output {output.csv} --markdown {output.markdown}"
         " --html-output {output.html} 2> {log}"

@@ -10,6 +10,7 @@ import trimesh
 
 from pipeline.camera import intrinsics_from_fov, look_at
 from pipeline.colour import held_out_scores, to_srgb, view_samples
+from pipeline.colouring.summary import colour_table
 from pipeline.colouring.surface import (
     GREY,
     adjacency,
@@ -114,7 +115,9 @@ def test_held_out_views_of_a_one_colour_mesh_are_exact() -> None:
     action_of = np.zeros(4, np.int64)
     samples = view_samples(v[None], f, range(4), action_of, cameras, images, alphas,
                            Weights())
-    rows = held_out_scores(v[None], f, samples, [0, 2], action_of, cameras, images, alphas)
+    rows, drawn = held_out_scores(v[None], f, samples, [0, 2], action_of, cameras, images,
+                                  alphas, keep=[2])
+    assert list(drawn) == [2] and drawn[2].shape == images[2].shape
     assert [r["view"] for r in rows] == [0, 2]
     for row in rows:
         assert row["psnr"] > 45 and row["ssim"] > 0.99
@@ -177,3 +180,20 @@ def test_truth_colour_error_is_zero_for_the_same_colours() -> None:
                                atol=1e-6)
     shifted = truth_colour_error(points, np.clip(colours + 0.2, 0, 1), points, colours)
     assert shifted.mean() > 5.0
+
+
+def test_colour_table_means_and_verdicts() -> None:
+    def report(subject: str, split: str, psnr: float, body_psnr: float) -> dict:
+        return {"subject": subject, "split": split,
+                "model": {"held_out": {"psnr": psnr, "ssim": 0.5},
+                          "truth_ciede2000": {"mean": 10.0, "p95": 20.0}},
+                "fitted_body": {"held_out": {"psnr": body_psnr, "ssim": 0.4}}}
+
+    table = colour_table([report("s003", "test", 20.0, 18.0), report("s006", "test", 17.0, 18.0),
+                          {"subject": "s009", "split": "predict",
+                           "model": {"seen": 0.0, "fallback": "grey: no usable view"},
+                           "fitted_body": {}}])
+    assert "| s003 | test | 20.00 / 18.00 | 0.500 / 0.400 | 10.00 / – | 20.00 / – |" in table
+    assert "| **mean of 2** | test | 18.50 / 18.00 |" in table
+    assert "test: the reconstruction's held-out PSNR is above the fitted body's on 1 of 2" in table
+    assert "s009: grey: no usable view" in table

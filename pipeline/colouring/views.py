@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -30,14 +31,21 @@ SELF_HIT_OFFSET = 2e-3
 class Weights:
     """How much a view counts at a vertex it sees: ``cos^cos_power`` of the angle between the
     normal and the direction to the camera (frontal views) × the vertex's footprint in the
-    photo, (pixels per metre)² (close views; every crop has the same size, so the footprint
-    is also the sharpness). Vertices seen at more than ``acos(min_cos)`` are left out (their
-    colour smears), and so are those within ``erode_px`` pixels of the matte's edge (their
-    colour mixes with the background)."""
+    photo, (pixels per metre)^footprint_power (close views; every crop has the same size, so
+    the footprint is also the sharpness). Vertices seen at more than ``acos(min_cos)`` are
+    left out (their colour smears), and so are those within ``erode_px`` pixels of the
+    matte's edge (their colour mixes with the background)."""
 
     cos_power: float = 2.0
+    footprint_power: float = 2.0
     min_cos: float = 0.2
     erode_px: int = 2
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Weights:
+        """The ``colour`` config section's weights (defaults where a key is absent)."""
+        return cls(**{k: type(getattr(cls(), k))(params[k])
+                      for k in cls.__dataclass_fields__ if k in params})
 
 
 def project(vertices: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +142,7 @@ def sample_view(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, ca
     inside[inside] = matte[pix[inside, 1], pix[inside, 0]]
     weight = np.zeros(len(vertices))
     weight[inside] = (np.clip(cos[inside], 0.0, 1.0) ** weights.cos_power
-                      * per_metre[inside] ** 2)
+                      * per_metre[inside] ** weights.footprint_power)
     colour = np.zeros((len(vertices), 3))
     colour[inside] = srgb_to_linear(sample(image, uv[inside]))
     return ViewSample(colour, weight)
