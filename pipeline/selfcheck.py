@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import trimesh
 from PIL import Image, ImageDraw
 from scipy.spatial import cKDTree
 
-from models.blocks.projection import project
 from models.cache_io import CAMERA_KEYS, open_cache, read_index
+from pipeline.colouring.views import project_points
 from pipeline.errors import PipelineError
 from pipeline.fitting.raster import fill_triangles, mask_iou
 from pipeline.fitting.scale import EXPECTED_HEIGHT_ERROR, scale_source
@@ -71,10 +70,9 @@ def silhouette(vertices: np.ndarray, faces: np.ndarray, camera: Mapping[str, np.
     """``(S, S)`` bool silhouette of the mesh seen by one crop camera (``K, R, t`` or
     ``R, scale, trans``, the cache's ``camera/`` arrays of one view); triangles with a
     corner behind the camera are left out."""
-    cams = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in camera.items()}
-    uv, _, in_front = project(torch.tensor(np.asarray(vertices, np.float64)), cams)
-    pixels = uv.numpy().copy()
-    pixels[~in_front.numpy()] = np.nan
+    uv, _, in_front = project_points(vertices, camera)
+    pixels = uv.copy()
+    pixels[~in_front] = np.nan
     return fill_triangles(pixels, np.asarray(faces), size)
 
 

@@ -48,19 +48,35 @@ class Weights:
                       for k in cls.__dataclass_fields__ if k in params})
 
 
-def project(vertices: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """``(V, 3)`` world points → ``(V, 2)`` crop pixels and ``(V,)`` pixels per metre."""
+def project_points(vertices: np.ndarray, camera: Camera
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(V, 3)`` world points → ``(V, 2)`` crop pixels, ``(V,)`` depth and ``(V,)`` in front
+    of the camera: :func:`models.blocks.projection.project` in numpy, term for term (so
+    without torch)."""
     x = np.asarray(vertices, dtype=np.float64)
     R = np.asarray(camera["R"], dtype=np.float64)
     if "K" in camera:
         K = np.asarray(camera["K"], dtype=np.float64)
         cam = x @ R.T + np.asarray(camera["t"], dtype=np.float64)
-        z = np.maximum(cam[:, 2], 1e-9)
-        uv = (cam @ K.T)[:, :2] / z[:, None]
-        return uv, K[0, 0] / z
-    scale = float(np.asarray(camera["scale"]))
-    uv = scale * (x @ R.T)[:, :2] + np.asarray(camera["trans"], dtype=np.float64)
-    return uv, np.full(len(x), abs(scale))
+        depth = cam[:, 2]
+        safe = np.where(np.abs(depth) > 1e-8, depth, 1e-8)
+        xy = cam[:, :2] / safe[:, None]
+        u = K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]
+        v = K[1, 1] * xy[:, 1] + K[1, 2]
+        return np.stack([u, v], axis=1), depth, depth > 1e-6
+    rotated = x @ R.T
+    uv = float(np.asarray(camera["scale"])) * rotated[:, :2] + np.asarray(camera["trans"],
+                                                                          dtype=np.float64)
+    return uv, rotated[:, 2], np.ones(len(x), dtype=bool)
+
+
+def project(vertices: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, 3)`` world points → ``(V, 2)`` crop pixels and ``(V,)`` pixels per metre there
+    (focal length / depth; the weak-perspective scale)."""
+    uv, depth, _ = project_points(vertices, camera)
+    if "K" in camera:
+        return uv, float(np.asarray(camera["K"])[0, 0]) / np.maximum(depth, 1e-9)
+    return uv, np.full(len(uv), abs(float(np.asarray(camera["scale"]))))
 
 
 def towards_camera(vertices: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,12 @@ is about 1 % lower (legs apart).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch only where a height is computed: the checks read the constants
+    import torch
 
-from pipeline.bodymodel import BodyModel
+    from pipeline.bodymodel import BodyModel
 
 SOURCES = ("calibrated", "given", "prior")
 """Where a fit's scale comes from: calibrated cameras (two views or more of a pose), the
@@ -36,6 +38,8 @@ HEIGHT_TOLERANCE = 0.005
 def standing_height(model: BodyModel, shape: torch.Tensor) -> torch.Tensor:
     """The rest-pose vertical extent (metres, Z up) of the body of ``shape (S,)``:
     differentiable in ``shape``."""
+    import torch
+
     zeros = torch.zeros(1, len(model.joint_names), 3)
     vertices = model.forward(shape, zeros, torch.zeros(1, 3), torch.zeros(1, 3)).vertices[0]
     return vertices[:, 2].max() - vertices[:, 2].min()
