@@ -205,11 +205,12 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, body_output: Path
     vertices = np.asarray(loaded.vertices) if loaded is not None else np.zeros((0, 3))
     faces = np.asarray(loaded.faces) if loaded is not None else np.zeros((0, 3), np.int64)
     rows = index.action_index
-    usable = [i for i in range(len(rows)) if index.view_ok[i]]
-    for i in range(len(rows)):
-        if not index.view_ok[i]:
-            log.warning("%s/%s: left out of the colour (the fit rejected the view)",
-                        index.actions[rows[i]], index.view_names[i])
+    has_matte = (arrays["alphas"] >= 128).any(axis=(1, 2))
+    usable = [i for i in range(len(rows)) if index.view_ok[i] and has_matte[i]]
+    for i in sorted(set(range(len(rows))) - set(usable)):
+        log.warning("%s/%s: left out of the colour (%s)", index.actions[rows[i]],
+                    index.view_names[i], "the fit rejected the view" if not index.view_ok[i]
+                    else "its matte is empty")
     every = int(params.get("held_out_every", 1))
     scored = usable[::every]
     shown = [i for i in scored if rows[i] == rows[scored[0]]][:FIGURE_VIEWS] if scored else []

@@ -197,3 +197,37 @@ def test_colour_table_means_and_verdicts() -> None:
     assert "| **mean of 2** | test | 18.50 / 18.00 |" in table
     assert "test: the reconstruction's held-out PSNR is above the fitted body's on 1 of 2" in table
     assert "s009: grey: no usable view" in table
+
+
+def test_stage_writes_coloured_meshes_or_grey_without_a_usable_view(tmp_path) -> None:
+    """On the fake subject (tests/cache_fakes.py): both meshes coloured with their reports
+    and the figure; with every view rejected by the fit, grey meshes and the reason, no
+    crash; a truth without vertex colours is said, not scored."""
+    import json
+
+    from pipeline.colour import run
+    from pipeline.meshio import read_ply, write_ply
+    from tests.cache_fakes import CLOTHED_R, build, sphere
+
+    v, f = sphere(CLOTHED_R)
+    write_ply(tmp_path / "m.ply", v, f)
+    (tmp_path / "m.json").write_text(json.dumps({"subject": "s", "split": "test",
+                                                 "surface": True}))
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    write_ply(truth / "canonical_clothed.ply", v, f)  # no colours
+    for name, flagged in (("ok", ()), ("none", tuple((a, c) for a in range(2)
+                                                       for c in ("cam0", "cam1")))):
+        cache = build(tmp_path / name, output=tmp_path / f"{name}.h5", flagged=flagged)
+        out = run(mesh=tmp_path / "m.ply", recon=tmp_path / "m.json", cache=cache,
+                  output=tmp_path / name / "m.ply", body_output=tmp_path / name / "b.ply",
+                  report=tmp_path / name / "c.json", params={}, truth=truth,
+                  figure_output=tmp_path / name / "c.png")
+        assert out["truth_colours"].startswith("absent:")
+        assert json.loads((tmp_path / name / "c.json").read_text()) == out
+        coloured = read_ply(tmp_path / name / "m.ply")
+        assert coloured.visual.kind == "vertex" and len(coloured.vertices) == len(v)
+        assert (tmp_path / name / "c.png").stat().st_size > 0
+    assert out["views_used"] == 0 and out["views_left_out"] == 4
+    assert out["model"]["fallback"].startswith("grey")
+    np.testing.assert_array_equal(np.asarray(coloured.visual.vertex_colors)[:, :3], 128)
