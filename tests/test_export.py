@@ -11,6 +11,7 @@ import numpy as np
 import pygltflib
 import pytest
 import torch
+import trimesh
 from scipy.spatial.transform import Rotation
 
 from pipeline import export
@@ -207,6 +208,12 @@ def test_textured_glb_maps_back_to_the_mesh_colours(tmp_path: Path) -> None:
     got = sample_texture(image, uvs[faces].mean(axis=1))
     error = np.abs(got - expected).max(axis=1)
     assert np.median(error) < 0.01 and np.percentile(error, 95) < 0.03
+    # A second reader (trimesh, as viewers load glTF) finds the same texture and UVs.
+    scene = trimesh.load(tmp_path / "s.glb")
+    (loaded,) = scene.geometry.values()
+    assert np.array_equal(np.asarray(loaded.visual.material.baseColorTexture.convert("RGB")),
+                          image)
+    assert len(loaded.visual.uv) == len(uvs)
 
 
 def test_decimated_avatar_keeps_a_valid_skin(tmp_path: Path) -> None:
