@@ -5,7 +5,9 @@ wrote (``eval/<model>/<subject>.colour.json`` and ``eval/<model>/<subject>.json`
     .venv/bin/python benchmarks/colour_demo.py --write docs/results.md
 
 One row per test subject (``data.test_subjects``) and their mean: held-out-view PSNR and
-SSIM, CIEDE2000 against the truth's albedo (mean, 95th percentile), each as
+SSIM over the matte's pixels the mesh covers, the share it covers and the PSNR with the
+missed pixels counted black (the first definition), CIEDE2000 against the truth's albedo
+(mean, 95th percentile), each as
 "reconstruction / fitted body", the Chamfer distance of both, and the seconds to colour and
 texture the reconstruction beside the reconstruction's own seconds. Colouring: the stage's
 ``seconds`` (without the held-out measure); texturing: the export's steps run here on the
@@ -59,6 +61,8 @@ def main() -> int:
         rows.append({
             "subject": s, "psnr": (m["held_out"]["psnr"], b["held_out"]["psnr"]),
             "ssim": (m["held_out"]["ssim"], b["held_out"]["ssim"]),
+            "coverage": (m["held_out"]["coverage"], b["held_out"]["coverage"]),
+            "black": (m["held_out"]["psnr_misses_black"], b["held_out"]["psnr_misses_black"]),
             "de": (m["truth_ciede2000"]["mean"], b["truth_ciede2000"]["mean"]),
             "de95": (m["truth_ciede2000"]["p95"], b["truth_ciede2000"]["p95"]),
             "chamfer": (scores["model"]["chamfer_cm"], scores["fitted_body"]["chamfer_cm"]),
@@ -67,17 +71,21 @@ def main() -> int:
                 float(recon.get("seconds", float("nan"))))})
     rows.append({"subject": f"**mean of {len(rows)}**",
                  **{k: tuple(statistics.fmean(r[k][i] for r in rows) for i in (0, 1))
-                    for k in ("psnr", "ssim", "de", "de95", "chamfer", "seconds")}})
+                    for k in ("psnr", "ssim", "coverage", "black", "de", "de95", "chamfer",
+                              "seconds")}})
     lines = [f"Test subjects of {args.config} ({args.model}), from `make demo`'s files. Each "
              "pair: reconstruction / fitted body, coloured by the same code from the same "
              "photos (docs/colour.md). Seconds: colouring (without the held-out measure) "
              f"and texturing (export.faces {export['faces']}, texture "
              f"{export['texture_size']}²) / the reconstruction itself.", "",
-             "| subject | held-out PSNR (dB) | held-out SSIM | ΔE00 mean | ΔE00 p95 | Chamfer "
-             "(cm) | seconds |", "|---|---|---|---|---|---|---|"]
+             "| subject | held-out PSNR (dB) | held-out SSIM | matte covered | PSNR, misses "
+             "black (dB) | ΔE00 mean | ΔE00 p95 | Chamfer (cm) | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['subject']} | {r['psnr'][0]:.2f} / {r['psnr'][1]:.2f} | "
-                     f"{r['ssim'][0]:.3f} / {r['ssim'][1]:.3f} | {r['de'][0]:.2f} / "
+                     f"{r['ssim'][0]:.3f} / {r['ssim'][1]:.3f} | "
+                     f"{r['coverage'][0]:.3f} / {r['coverage'][1]:.3f} | "
+                     f"{r['black'][0]:.2f} / {r['black'][1]:.2f} | {r['de'][0]:.2f} / "
                      f"{r['de'][1]:.2f} | {r['de95'][0]:.2f} / {r['de95'][1]:.2f} | "
                      f"{r['chamfer'][0]:.3f} / {r['chamfer'][1]:.3f} | "
                      f"{r['seconds'][0]:.1f} / {r['seconds'][1]:.1f} |")

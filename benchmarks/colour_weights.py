@@ -35,10 +35,12 @@ from pipeline.selfcheck import (
     vertex_transforms,
 )
 
-GRID = {"cos_power": (0.0, 1.0, 2.0, 4.0), "footprint_power": (0.0, 2.0),
-        "min_cos": (0.2,), "erode_px": (0, 2)}
+GRID = {"cos_power": (0.0, 1.0, 2.0, 4.0, 8.0), "footprint_power": (0.0, 2.0, 8.0),
+        "min_cos": (0.2,), "erode_px": (2,)}
 EXTRA = ({"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.05, "erode_px": 2},
-         {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.4, "erode_px": 2})
+         {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.4, "erode_px": 2},
+         {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.2, "erode_px": 0},
+         {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.2, "erode_px": 4})
 
 
 def subject_inputs(results: Path, model: str, subject: str) -> dict:

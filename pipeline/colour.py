@@ -34,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.colouring.surface import GREY, fill_unseen, psnr_ssim, truth_colour_error
+from pipeline.colouring.surface import (
+    GREY,
+    fill_unseen,
+    psnr_only,
+    psnr_ssim,
+    truth_colour_error,
+)
 from pipeline.colouring.views import ViewSample, Weights, blend, draw, sample_view
 from pipeline.errors import PipelineError
 from pipeline.imageio import save_png
@@ -88,8 +94,13 @@ def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, 
                     cameras: Mapping[str, np.ndarray], images: np.ndarray,
                     alphas: np.ndarray, keep: Sequence[int] = ()
                     ) -> tuple[list[dict[str, float]], dict[int, np.ndarray]]:
-    """PSNR and SSIM of each ``scored`` view drawn from the colours of all the other views,
-    and the drawn images of the views in ``keep`` (the photo outside the matte)."""
+    """Each ``scored`` view drawn from the colours of all the other views: PSNR and SSIM
+    against the photo over the matte's pixels the mesh covers, and ``coverage``, the share of
+    the matte's pixels it covers (a matte pixel the mesh misses is a matter of geometry,
+    which the reprojection IoU measures; counted as black it would outweigh the colour).
+    ``psnr_misses_black``: the PSNR over the whole matte with the missed pixels black (the
+    first definition, kept for comparison). Also the drawn images of the views in ``keep``:
+    the photo outside the matte, black where the mesh misses the matte."""
     rows = []
     kept: dict[int, np.ndarray] = {}
     scenes: dict[int, Any] = {}
@@ -102,15 +113,24 @@ def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, 
         a = int(action_of[j])
         if a not in scenes:
             scenes[a] = make_intersector(posed[a], faces)
-        pixels = np.argwhere(inside)[:, ::-1]
-        drawn_rgb, _ = draw(posed[a], faces, colours, {k: v[j] for k, v in cameras.items()},
-                            scenes[a], pixels)
+        pixels = np.argwhere(inside)
+        drawn_rgb, hit = draw(posed[a], faces, colours, {k: v[j] for k, v in cameras.items()},
+                              scenes[a], pixels[:, ::-1])
+        covered = np.zeros_like(inside)
+        covered[tuple(pixels[hit].T)] = True
         drawn = images[j].copy()
-        drawn[inside] = np.round(drawn_rgb * 255.0).astype(np.uint8)
-        psnr, ssim = psnr_ssim(drawn, images[j], inside)
-        rows.append({"view": int(j), "psnr": psnr, "ssim": ssim})
+        drawn[covered] = np.round(drawn_rgb[hit] * 255.0).astype(np.uint8)
+        if not covered.any():
+            log.warning("view row %d: the mesh covers none of its matte; not scored", j)
+            continue
+        psnr, ssim = psnr_ssim(drawn, images[j], covered)
+        blacked = drawn.copy()
+        blacked[inside & ~covered] = 0
+        rows.append({"view": int(j), "psnr": psnr, "ssim": ssim,
+                     "coverage": float(covered.sum() / inside.sum()),
+                     "psnr_misses_black": psnr_only(blacked, images[j], inside)})
         if j in keep:
-            kept[int(j)] = drawn
+            kept[int(j)] = blacked
     return rows, kept
 
 
@@ -141,12 +161,12 @@ def colour_one(name: str, canonical: np.ndarray, posed: np.ndarray, faces: np.nd
                                   arrays["cameras"], arrays["images"], arrays["alphas"],
                                   keep=figure_views)
     mean = {k: round(float(np.mean([r[k] for r in held])), 4) if held else None
-            for k in ("psnr", "ssim")}
+            for k in ("psnr", "ssim", "coverage", "psnr_misses_black")}
     report: dict[str, Any] = {
         "seen": round(seen, 4), "seconds": round(seconds, 2),
         "held_out": {"views": len(held), **mean,
-                     "per_view": [{**r, "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
-                                  for r in held]}}
+                     "per_view": [{k: round(x, 4) if isinstance(x, float) else x
+                                   for k, x in r.items()} for r in held]}}
     if truth is not None:
         error = truth_colour_error(canonical, colours, *truth)
         report["truth_ciede2000"] = {"mean": round(float(error.mean()), 3),

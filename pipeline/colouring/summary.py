@@ -14,6 +14,7 @@ from pipeline.io import read_json
 
 COLUMNS = (("held-out PSNR (dB)", ("held_out", "psnr"), 2),
            ("held-out SSIM", ("held_out", "ssim"), 3),
+           ("matte covered", ("held_out", "coverage"), 3),
            ("ΔE00 mean", ("truth_ciede2000", "mean"), 2),
            ("ΔE00 p95", ("truth_ciede2000", "p95"), 2))
 
@@ -74,7 +75,8 @@ def colour_table(reports: Sequence[Mapping[str, Any]]) -> str:
                 if "fallback" in r.get("model", {})]
     notes = ["", "Each cell: reconstruction / fitted body, both coloured from the same photos "
              "by the same code (docs/colour.md). Held-out: each view drawn from the colours "
-             "of all the others, against its photo inside the matte (higher is better). "
+             "of all the others, against its photo over the matte's pixels the mesh covers "
+             "(higher is better); matte covered: the share of them. "
              "ΔE00: CIEDE2000 against the truth's albedo at the nearest truth vertex, the "
              "photos' shading not removed (lower is better); – where the truth has no "
              "colours.", "", *verdicts]

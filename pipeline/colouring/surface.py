@@ -55,6 +55,15 @@ def fill_unseen(faces: np.ndarray, colours: np.ndarray, seen: np.ndarray) -> np.
     return out
 
 
+def psnr_only(drawn: np.ndarray, photo: np.ndarray, inside: np.ndarray) -> float:
+    """PSNR (dB) of sRGB values in [0, 1] over the pixels ``inside``: ``(S, S, 3)`` uint8
+    images, ``(S, S)`` bool mask, not empty."""
+    a = drawn[inside].astype(np.float64) / 255.0
+    b = photo[inside].astype(np.float64) / 255.0
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
 def psnr_ssim(drawn: np.ndarray, photo: np.ndarray, inside: np.ndarray) -> tuple[float, float]:
     """PSNR (dB) and SSIM of a drawn view against the photo, over the pixels ``inside`` its
     matte. PSNR from the mean squared error of sRGB values in [0, 1] there; SSIM
@@ -65,8 +74,7 @@ def psnr_ssim(drawn: np.ndarray, photo: np.ndarray, inside: np.ndarray) -> tuple
     """
     a = drawn.astype(np.float64) / 255.0
     b = photo.astype(np.float64) / 255.0
-    mse = float(np.mean((a[inside] - b[inside]) ** 2))
-    psnr = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+    psnr = psnr_only(drawn, photo, inside)
     _, ssim_map = structural_similarity(a, b, data_range=1.0, channel_axis=2, full=True)
     return psnr, float(ssim_map[inside].mean())
 

@@ -36,8 +36,8 @@ class Weights:
     left out (their colour smears), and so are those within ``erode_px`` pixels of the
     matte's edge (their colour mixes with the background)."""
 
-    cos_power: float = 2.0
-    footprint_power: float = 2.0
+    cos_power: float = 1.0
+    footprint_power: float = 0.0
     min_cos: float = 0.2
     erode_px: int = 2
 
