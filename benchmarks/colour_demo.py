@@ -68,7 +68,7 @@ def main() -> int:
             "chamfer": (scores["model"]["chamfer_cm"], scores["fitted_body"]["chamfer_cm"]),
             "seconds": (m["seconds"] + texture_seconds(
                 results / "recon" / args.model / "coloured" / f"{s}.ply", export),
-                float(recon.get("seconds", float("nan"))))})
+                float(recon["seconds"]["total"]))})
     rows.append({"subject": f"**mean of {len(rows)}**",
                  **{k: tuple(statistics.fmean(r[k][i] for r in rows) for i in (0, 1))
                     for k in ("psnr", "ssim", "coverage", "black", "de", "de95", "chamfer",

@@ -23,6 +23,7 @@ PAGES = {
     "home": [],
     "metrics": ["Metrics", "Tables", "pixel2isdf"],
     "reconstruction": ["Reconstructions", "pixel2isdf", "@first"],
+    "colour": ["Colour", "pixel2isdf", "@first"],
     "training": ["Training", "training curves"],
     "body_fit": ["Body fit", "@first", "act00"],
     "preprocessing": ["Preprocessing", "@first", "act00"],
