@@ -4,12 +4,13 @@ SSIM of the reconstruction's colour for each setting, beside the config's.
     .venv/bin/python benchmarks/colour_weights.py                 # after make demo
     .venv/bin/python benchmarks/colour_weights.py --write docs/results.md
 
-For every setting (``cos_power`` × ``footprint_power`` × ``min_cos`` × ``erode_px`` of the
-grid below) and every validation subject of ``--config`` (``data.val_subjects``: the test
-subjects choose nothing), the reconstruction of ``make demo`` is coloured from its photos by
-the stage's own code and each usable view is drawn from the colours of all the others
-(``pipeline.colour``). A row is the mean over the subjects' held-out views. The best PSNR is
-marked; the config's setting is marked too, so a difference between the two shows.
+For every setting (``cos_power`` × ``footprint_power`` of the grid below, then ``min_cos``,
+``erode_px`` and the robust blend's ``robust_scale`` one at a time) and every validation
+subject of ``--config`` (``data.val_subjects``: the test subjects choose nothing), the
+reconstruction of ``make demo`` is coloured from its photos by the stage's own code and each
+usable view is drawn from the colours of all the others (``pipeline.colour``). A row is the
+mean over the subjects' held-out views. The best PSNR is marked; the config's setting is
+marked too, so a difference between the two shows.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ GRID = {"cos_power": (0.0, 1.0, 2.0, 4.0, 8.0), "footprint_power": (0.0, 2.0, 8.
 EXTRA = ({"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.05, "erode_px": 2},
          {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.4, "erode_px": 2},
          {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.2, "erode_px": 0},
-         {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.2, "erode_px": 4})
+         {"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.2, "erode_px": 4},
+         *({"cos_power": 0.0, "footprint_power": 0.0, "min_cos": 0.2, "erode_px": 2,
+            "robust_scale": scale} for scale in (0.0, 0.1, 0.2, 0.5)))
 
 
 def subject_inputs(results: Path, model: str, subject: str) -> dict:
@@ -94,16 +97,19 @@ def main() -> int:
     best = max(rows, key=lambda r: r[1])
     lines = [f"Validation subjects {', '.join(subjects)} of {args.config} ({args.model}, "
              f"{rows[0][4]} held-out views); mean held-out PSNR and SSIM per setting.", "",
-             "| cos_power | footprint_power | min_cos | erode_px | PSNR (dB) | ± sd over views "
-             "| SSIM | |", "|---|---|---|---|---|---|---|---|"]
+             "| cos_power | footprint_power | min_cos | erode_px | robust_scale | PSNR (dB) "
+             "| ± sd over views | SSIM | |", "|---|---|---|---|---|---|---|---|---|"]
     for w, p, sd, s, _ in rows:
         marks = [m for m, hit in (("best", w == best[0]), ("config", w == chosen)) if hit]
         lines.append(f"| {w.cos_power:g} | {w.footprint_power:g} | {w.min_cos:g} | "
-                     f"{w.erode_px} | {p:.3f} | {sd:.2f} | {s:.4f} | {', '.join(marks)} |")
+                     f"{w.erode_px} | {w.robust_scale:g} | {p:.3f} | {sd:.2f} | {s:.4f} | "
+                     f"{', '.join(marks)} |")
     config_row = next((r for r in rows if r[0] == chosen), None)
     lines += ["", f"Best: {best[0]} at {best[1]:.3f} dB; the config's "
               + (f"{chosen} at {config_row[1]:.3f} dB." if config_row
-                 else f"{chosen} is not in the grid.")]
+                 else f"{chosen} is not in the grid.")
+              + f" Standard error of a row's mean over its views: about "
+              f"{best[2] / best[4] ** 0.5:.2f} dB."]
     text = "\n".join(lines)
     print(text)
     for doc in args.write:

@@ -83,16 +83,17 @@ def view_samples(posed: np.ndarray, faces: np.ndarray, views: Sequence[int],
     return out
 
 
-def to_srgb(faces: np.ndarray, samples: Sequence[ViewSample]) -> tuple[np.ndarray, float]:
+def to_srgb(faces: np.ndarray, samples: Sequence[ViewSample], robust_scale: float = 0.0
+            ) -> tuple[np.ndarray, float]:
     """The blended, filled ``(V, 3)`` sRGB [0, 1] colours and the share of vertices seen."""
-    linear, seen = blend(list(samples))
+    linear, seen = blend(list(samples), robust_scale)
     return fill_unseen(faces, linear_to_srgb(linear), seen), float(seen.mean())
 
 
 def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, ViewSample],
                     scored: Sequence[int], action_of: np.ndarray,
                     cameras: Mapping[str, np.ndarray], images: np.ndarray,
-                    alphas: np.ndarray, keep: Sequence[int] = ()
+                    alphas: np.ndarray, keep: Sequence[int] = (), robust_scale: float = 0.0
                     ) -> tuple[list[dict[str, float]], dict[int, np.ndarray]]:
     """Each ``scored`` view drawn from the colours of all the other views: PSNR and SSIM
     against the photo over the matte's pixels the mesh covers, and ``coverage``, the share of
@@ -106,7 +107,7 @@ def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, 
     scenes: dict[int, Any] = {}
     for j in scored:
         others = [s for i, s in samples.items() if i != j]
-        colours, _ = to_srgb(faces, others)
+        colours, _ = to_srgb(faces, others, robust_scale)
         inside = alphas[j] >= 128
         if not inside.any():
             continue
@@ -155,11 +156,11 @@ def colour_one(name: str, canonical: np.ndarray, posed: np.ndarray, faces: np.nd
         return Coloured(grey, {"seen": 0.0, "fallback": "grey: no usable view for colour"}, {})
     samples = view_samples(posed, faces, usable, arrays["action_of"], arrays["cameras"],
                            arrays["images"], arrays["alphas"], weights)
-    colours, seen = to_srgb(faces, samples.values())
+    colours, seen = to_srgb(faces, samples.values(), weights.robust_scale)
     seconds = time.perf_counter() - start
     held, drawn = held_out_scores(posed, faces, samples, scored, arrays["action_of"],
                                   arrays["cameras"], arrays["images"], arrays["alphas"],
-                                  keep=figure_views)
+                                  keep=figure_views, robust_scale=weights.robust_scale)
     mean = {k: round(float(np.mean([r[k] for r in held])), 4) if held else None
             for k in ("psnr", "ssim", "coverage", "psnr_misses_black")}
     report: dict[str, Any] = {

@@ -18,7 +18,7 @@ from pipeline.colouring.surface import (
     psnr_ssim,
     truth_colour_error,
 )
-from pipeline.colouring.views import Weights, blend, draw, project, visible
+from pipeline.colouring.views import ViewSample, Weights, blend, draw, project, visible
 from pipeline.synthesize.raycast import make_intersector
 from pipeline.synthesize.render import (
     Light,
@@ -98,9 +98,11 @@ def test_colours_of_a_coloured_mesh_come_back_from_its_photos() -> None:
     seen = blend(list(samples.values()))[1]
     assert share == seen.mean() > 0.8  # the poles are seen at grazing angles only (6° up)
     error = np.abs(colours - _seen_colour(v, f, albedo)).max(axis=1)
-    # seen: 99 % within 1 %, the worst (a grazing vertex at the matte's edge) 7 %;
-    # filled (never seen): a smooth guess
-    assert np.percentile(error[seen], 99) < 0.01 and error[seen].max() < 0.07
+    # seen: 99 % within 2 % (the default weights give a grazing view as much say as a
+    # frontal one), the worst (a grazing vertex at the matte's edge) 7 %; filled (never
+    # seen): a smooth guess
+    assert np.median(error[seen]) < 0.005
+    assert np.percentile(error[seen], 99) < 0.02 and error[seen].max() < 0.07
     assert error[~seen].mean() < 0.03 and error[~seen].max() < 0.08
 
 
@@ -232,3 +234,15 @@ def test_stage_writes_coloured_meshes_or_grey_without_a_usable_view(tmp_path) ->
     assert out["views_used"] == 0 and out["views_left_out"] == 4
     assert out["model"]["fallback"].startswith("grey")
     np.testing.assert_array_equal(np.asarray(coloured.visual.vertex_colors)[:, :3], 128)
+
+
+def test_robust_blend_turns_down_the_view_that_disagrees() -> None:
+    """Three views agree on a colour, a fourth sees something else (an occluder the mesh
+    lacks): the plain mean moves a quarter of the way, the robust blend stays near the three."""
+    agree, other = np.array([0.2, 0.4, 0.6]), np.array([0.9, 0.1, 0.1])
+    samples = [ViewSample(np.tile(c, (5, 1)), np.ones(5)) for c in (agree, agree, agree, other)]
+    plain, seen = blend(samples)
+    robust, _ = blend(samples, robust_scale=0.05)
+    assert seen.all()
+    np.testing.assert_allclose(plain[0], 0.75 * agree + 0.25 * other)
+    assert np.abs(robust[0] - agree).max() < 0.01

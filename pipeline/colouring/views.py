@@ -34,12 +34,14 @@ class Weights:
     photo, (pixels per metre)^footprint_power (close views; every crop has the same size, so
     the footprint is also the sharpness). Vertices seen at more than ``acos(min_cos)`` are
     left out (their colour smears), and so are those within ``erode_px`` pixels of the
-    matte's edge (their colour mixes with the background)."""
+    matte's edge (their colour mixes with the background). ``robust_scale``: see
+    :func:`blend` (0: the plain weighted mean)."""
 
-    cos_power: float = 1.0
+    cos_power: float = 0.0
     footprint_power: float = 0.0
     min_cos: float = 0.2
     erode_px: int = 2
+    robust_scale: float = 0.2
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Weights:
@@ -164,14 +166,35 @@ def sample_view(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, ca
     return ViewSample(colour, weight)
 
 
-def blend(samples: list[ViewSample]) -> tuple[np.ndarray, np.ndarray]:
+ROBUST_ITERATIONS = 3
+"""Reweighting rounds of the robust blend (each a weighted mean)."""
+
+
+def blend(samples: list[ViewSample], robust_scale: float = 0.0
+          ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean of the views' linear colours: ``(V, 3)`` linear RGB and ``(V,)`` bool
-    seen by some view (zero colour where not)."""
+    seen by some view (zero colour where not).
+
+    ``robust_scale`` > 0: an M-estimate instead of the plain mean. Each view's weight at a
+    vertex is multiplied by ``1 / (1 + (d / robust_scale)²)`` (Cauchy), d its colour's
+    distance to the current estimate in linear RGB, over ``ROBUST_ITERATIONS`` rounds. A
+    view that disagrees with the others is turned down: the surface seen there is not the
+    mesh's (an occluder the mesh lacks, a misplaced limb, the background past a
+    misregistered edge)."""
     total = sum(s.weight for s in samples)
     acc = sum(s.colour * s.weight[:, None] for s in samples)
     seen = total > 0
     out = np.zeros_like(acc)
     out[seen] = acc[seen] / total[seen, None]
+    for _ in range(ROBUST_ITERATIONS if robust_scale > 0 and samples else 0):
+        total = np.zeros(len(out))
+        acc = np.zeros_like(out)
+        for s in samples:
+            d2 = np.sum((s.colour - out) ** 2, axis=1) / robust_scale ** 2
+            w = s.weight / (1.0 + d2)
+            total += w
+            acc += s.colour * w[:, None]
+        out[seen] = acc[seen] / total[seen, None]
     return out, seen
 
 
