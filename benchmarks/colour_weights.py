@@ -23,18 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.colour import colour_one
+from pipeline.colour import colour_one, read_views, repose_like_body
 from pipeline.colouring.views import Weights
 from pipeline.config import load_config, stage_params
 from pipeline.meshio import read_ply
 from pipeline.results_doc import publish
-from pipeline.selfcheck import (
-    nearest_body_vertex,
-    read_cache_arrays,
-    read_crops,
-    repose,
-    vertex_transforms,
-)
 
 GRID = {"cos_power": (0.0, 1.0, 2.0, 4.0, 8.0), "footprint_power": (0.0, 2.0, 8.0),
         "min_cos": (0.2,), "erode_px": (2,)}
@@ -47,21 +40,13 @@ EXTRA = ({"cos_power": 2.0, "footprint_power": 2.0, "min_cos": 0.05, "erode_px":
 
 
 def subject_inputs(results: Path, model: str, subject: str) -> dict:
-    """What ``colour_one`` reads of one subject: its mesh posed per action and the views."""
-    index, arrays = read_cache_arrays(results / "cache" / f"{subject}.h5")
+    """What ``colour_one`` reads of one subject: its mesh posed per action and the views
+    (the stage's own loaders)."""
+    _, arrays, shared, usable = read_views(results / "cache" / f"{subject}.h5")
     mesh = read_ply(results / "recon" / model / f"{subject}.ply")
     vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
-    transforms = vertex_transforms(arrays["skinning_weights"], arrays["bone_transforms"])
-    posed = repose(vertices, nearest_body_vertex(vertices, arrays["canonical_vertices"]),
-                   transforms)
-    usable = [i for i in range(len(index.action_index)) if index.view_ok[i]]
-    shared = {"action_of": index.action_index, "images": read_crops(results / "cache" /
-                                                                    f"{subject}.h5"),
-              "alphas": arrays["alphas"],
-              "cameras": {k[len("camera/"):]: v for k, v in arrays.items()
-                          if k.startswith("camera/")}}
-    return {"vertices": vertices, "faces": faces, "posed": posed, "usable": usable,
-            "shared": shared}
+    return {"vertices": vertices, "faces": faces, "posed": repose_like_body(vertices, arrays),
+            "usable": usable, "shared": shared}
 
 
 def main() -> int:

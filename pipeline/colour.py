@@ -213,6 +213,33 @@ def read_truth_colours(truth: Path) -> tuple[tuple[np.ndarray, np.ndarray] | Non
     return (np.asarray(mesh.vertices, np.float64), colours), f"present: {path}"
 
 
+def read_views(cache: Path) -> tuple[Any, dict[str, np.ndarray], dict[str, Any], list[int]]:
+    """A cache's index and arrays (:func:`pipeline.selfcheck.read_cache_arrays`), what the
+    colouring reads of its views (``action_of``, ``images``, ``alphas``, ``cameras``) and the
+    usable view rows: those the fit kept and whose matte is not empty (the others named in
+    the log)."""
+    index, arrays = read_cache_arrays(cache)
+    rows = index.action_index
+    has_matte = (arrays["alphas"] >= 128).any(axis=(1, 2))
+    usable = [i for i in range(len(rows)) if index.view_ok[i] and has_matte[i]]
+    for i in sorted(set(range(len(rows))) - set(usable)):
+        log.warning("%s/%s: left out of the colour (%s)", index.actions[rows[i]],
+                    index.view_names[i], "the fit rejected the view" if not index.view_ok[i]
+                    else "its matte is empty")
+    shared = {"action_of": rows, "images": read_crops(cache), "alphas": arrays["alphas"],
+              "cameras": {k[len("camera/"):]: v for k, v in arrays.items()
+                          if k.startswith("camera/")}}
+    return index, arrays, shared, usable
+
+
+def repose_like_body(vertices: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Canonical ``(V, 3)`` vertices carried into every action of the cache ``arrays`` by
+    the self-check's skinning: ``(A, V, 3)``."""
+    transforms = vertex_transforms(arrays["skinning_weights"], arrays["bone_transforms"])
+    return repose(vertices, nearest_body_vertex(vertices, arrays["canonical_vertices"]),
+                  transforms)
+
+
 def run(*, mesh: Path, recon: Path, cache: Path, output: Path, body_output: Path,
         report: Path, params: dict[str, Any], truth: Path | None = None,
         figure_output: Path | None = None) -> dict[str, Any]:
@@ -221,34 +248,24 @@ def run(*, mesh: Path, recon: Path, cache: Path, output: Path, body_output: Path
     ``figure_output``: the report's PNG (photos beside the held-out views drawn)."""
     weights = Weights.from_params(params)
     summary = read_json(recon)
-    index, arrays = read_cache_arrays(cache)
+    index, arrays, shared, usable = read_views(cache)
     loaded = read_ply(mesh) if summary.get("surface", False) else None
     vertices = np.asarray(loaded.vertices) if loaded is not None else np.zeros((0, 3))
     faces = np.asarray(loaded.faces) if loaded is not None else np.zeros((0, 3), np.int64)
     rows = index.action_index
-    has_matte = (arrays["alphas"] >= 128).any(axis=(1, 2))
-    usable = [i for i in range(len(rows)) if index.view_ok[i] and has_matte[i]]
-    for i in sorted(set(range(len(rows))) - set(usable)):
-        log.warning("%s/%s: left out of the colour (%s)", index.actions[rows[i]],
-                    index.view_names[i], "the fit rejected the view" if not index.view_ok[i]
-                    else "its matte is empty")
     every = int(params.get("held_out_every", 1))
     scored = usable[::every]
     shown = [i for i in scored if rows[i] == rows[scored[0]]][:FIGURE_VIEWS] if scored else []
-    shared = {"action_of": rows, "images": read_crops(cache), "alphas": arrays["alphas"],
-              "cameras": {k[len("camera/"):]: v for k, v in arrays.items()
-                          if k.startswith("camera/")}}
     truth_colours, truth_note = (read_truth_colours(truth) if truth is not None
                                  else (None, "absent: no truth"))
     body, body_faces = arrays["canonical_vertices"], arrays["faces"]
-    transforms = vertex_transforms(arrays["skinning_weights"], arrays["bone_transforms"])
     out: dict[str, Any] = {"subject": summary.get("subject", Path(mesh).stem),
                            "split": summary.get("split"), "weights": weights.__dict__,
                            "views_used": len(usable), "views_left_out": len(rows) - len(usable),
                            "held_out_every": every, "truth_colours": truth_note}
     coloured: dict[str, Coloured] = {}
     if len(faces):
-        posed = repose(vertices, nearest_body_vertex(vertices, body), transforms)
+        posed = repose_like_body(vertices, arrays)
         coloured["reconstruction"] = colour_one("reconstruction", vertices, posed, faces,
                                                 usable, scored, shared, weights,
                                                 truth_colours, shown)

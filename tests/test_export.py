@@ -148,15 +148,22 @@ def _anny_subject(tmp_path: Path, model, shape: torch.Tensor,
     return fit, mesh, recon
 
 
-def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
-    """The stage on a real Anny body: its own canonical body exported and posed in the file
-    by the fit's bone transforms lands on the fit's posed body."""
+def _anny_posed(tmp_path: Path, lift: float):
+    """An Anny body's canonical vertices, a forward pass lifted by ``lift`` about X and its
+    subject files: ``(model, shape, canonical, out, (fit, mesh, recon))``."""
     model = make_body_model("anny")
     shape = torch.zeros(model.shape_size)
     canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
     pose = model.neutral_pose()[None]
-    out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]), torch.tensor([[0.1, 0, 0]]))
-    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
+    out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]),
+                        torch.tensor([[lift, 0, 0]]))
+    return model, shape, canonical, out, _anny_subject(tmp_path, model, shape, canonical)
+
+
+def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
+    """The stage on a real Anny body: its own canonical body exported and posed in the file
+    by the fit's bone transforms lands on the fit's posed body."""
+    model, shape, _, out, (fit, mesh, recon) = _anny_posed(tmp_path, 0.1)
     summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "s.glb",
                          params={"fit": {"body_model": "anny"}, "export": {"faces": None}})
     assert not summary["textured"] and summary["faces"] == summary["faces_before"]
@@ -220,12 +227,7 @@ def test_decimated_avatar_keeps_a_valid_skin(tmp_path: Path) -> None:
     """Decimated to 2,000 faces: every vertex's influences sum to one and come from its
     nearest body vertex, and the rig posed in a viewer moves the decimated mesh as the
     pipeline's reposing moves it."""
-    model = make_body_model("anny")
-    shape = torch.zeros(model.shape_size)
-    canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
-    pose = model.neutral_pose()[None]
-    out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]), torch.tensor([[0.2, 0, 0]]))
-    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
+    model, shape, canonical, out, (fit, mesh, recon) = _anny_posed(tmp_path, 0.2)
     summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "d.glb",
                          params={"fit": {"body_model": "anny"}, "export": {"faces": 2000}})
     assert summary["faces"] <= 2020 < summary["faces_before"]
