@@ -36,12 +36,13 @@ import numpy as np
 
 from pipeline.colouring.surface import (
     GREY,
+    adjacency,
     fill_unseen,
     psnr_only,
     psnr_ssim,
     truth_colour_error,
 )
-from pipeline.colouring.views import ViewSample, Weights, blend, draw, sample_view
+from pipeline.colouring.views import Stacked, ViewSample, Weights, blend, draw, sample_view
 from pipeline.errors import PipelineError
 from pipeline.imageio import save_png
 from pipeline.io import read_json, write_json
@@ -62,7 +63,8 @@ log = logging.getLogger(__name__)
 
 def view_samples(posed: np.ndarray, faces: np.ndarray, views: Sequence[int],
                  action_of: np.ndarray, cameras: Mapping[str, np.ndarray], images: np.ndarray,
-                 alphas: np.ndarray, weights: Weights) -> dict[int, ViewSample]:
+                 alphas: np.ndarray, weights: Weights, scenes: dict[int, Any] | None = None
+                 ) -> dict[int, ViewSample]:
     """Each view's colours and weights on the mesh posed as in its action.
 
     Args:
@@ -70,10 +72,15 @@ def view_samples(posed: np.ndarray, faces: np.ndarray, views: Sequence[int],
         views: the view rows to use; action_of: ``(N,)`` each view row's action.
         cameras: ``(N, ...)`` camera arrays. images: ``(N, S, S, 3)`` uint8 crops.
         alphas: ``(N, S, S)`` uint8 mattes.
+        scenes: the ray scenes of the posed meshes by action, built where missing and
+            added (so that the held-out measure casts its rays in the same ones).
     """
     out: dict[int, ViewSample] = {}
+    scenes = {} if scenes is None else scenes
     for a in sorted({int(action_of[i]) for i in views}):
-        scene = make_intersector(posed[a], faces)
+        if a not in scenes:
+            scenes[a] = make_intersector(posed[a], faces)
+        scene = scenes[a]
         normals = compute_vertex_normals(posed[a], faces)
         for i in views:
             if action_of[i] == a:
@@ -86,14 +93,22 @@ def view_samples(posed: np.ndarray, faces: np.ndarray, views: Sequence[int],
 def to_srgb(faces: np.ndarray, samples: Sequence[ViewSample], robust_scale: float = 0.0
             ) -> tuple[np.ndarray, float]:
     """The blended, filled ``(V, 3)`` sRGB [0, 1] colours and the share of vertices seen."""
-    linear, seen = blend(list(samples), robust_scale)
-    return fill_unseen(faces, linear_to_srgb(linear), seen), float(seen.mean())
+    return filled_srgb(faces, blend(list(samples), robust_scale))
+
+
+def filled_srgb(faces: np.ndarray, blended: tuple[np.ndarray, np.ndarray],
+                edges: Any = None) -> tuple[np.ndarray, float]:
+    """A blend (linear ``(V, 3)``, ``(V,)`` seen) as filled ``(V, 3)`` sRGB [0, 1] colours
+    and the share of vertices seen; ``edges``: the mesh's adjacency, when already made."""
+    linear, seen = blended
+    return (fill_unseen(faces, linear_to_srgb(linear), seen, edges), float(seen.mean()))
 
 
 def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, ViewSample],
                     scored: Sequence[int], action_of: np.ndarray,
                     cameras: Mapping[str, np.ndarray], images: np.ndarray,
-                    alphas: np.ndarray, keep: Sequence[int] = (), robust_scale: float = 0.0
+                    alphas: np.ndarray, keep: Sequence[int] = (), robust_scale: float = 0.0,
+                    scenes: dict[int, Any] | None = None
                     ) -> tuple[list[dict[str, float]], dict[int, np.ndarray]]:
     """Each ``scored`` view drawn from the colours of all the other views: PSNR and SSIM
     against the photo over the matte's pixels the mesh covers, and ``coverage``, the share of
@@ -101,13 +116,21 @@ def held_out_scores(posed: np.ndarray, faces: np.ndarray, samples: Mapping[int, 
     which the reprojection IoU measures; counted as black it would outweigh the colour).
     ``psnr_misses_black``: the PSNR over the whole matte with the missed pixels black (the
     first definition, kept for comparison). Also the drawn images of the views in ``keep``:
-    the photo outside the matte, black where the mesh misses the matte."""
+    the photo outside the matte, black where the mesh misses the matte. ``scenes``: the ray
+    scenes by action (:func:`view_samples`'s), built where missing. A view with no other
+    view to colour from is not scored."""
     rows = []
     kept: dict[int, np.ndarray] = {}
-    scenes: dict[int, Any] = {}
+    scenes = {} if scenes is None else scenes
+    stacked = Stacked.of(samples) if samples else None
+    everything = stacked.blend(robust_scale) if stacked is not None else None
+    edges = adjacency(faces, len(posed[0]))
     for j in scored:
-        others = [s for i, s in samples.items() if i != j]
-        colours, _ = to_srgb(faces, others, robust_scale)
+        if stacked is None or not any(i != j for i in samples):
+            log.warning("view row %d: no other view to colour from; not scored", j)
+            continue
+        colours, _ = filled_srgb(faces, stacked.blend_without(j, everything, robust_scale)
+                                 if j in samples else everything, edges)
         inside = alphas[j] >= 128
         if not inside.any():
             continue
@@ -154,13 +177,15 @@ def colour_one(name: str, canonical: np.ndarray, posed: np.ndarray, faces: np.nd
     if not usable:
         grey = np.full((len(canonical), 3), GREY)
         return Coloured(grey, {"seen": 0.0, "fallback": "grey: no usable view for colour"}, {})
+    scenes: dict[int, Any] = {}
     samples = view_samples(posed, faces, usable, arrays["action_of"], arrays["cameras"],
-                           arrays["images"], arrays["alphas"], weights)
+                           arrays["images"], arrays["alphas"], weights, scenes)
     colours, seen = to_srgb(faces, samples.values(), weights.robust_scale)
     seconds = time.perf_counter() - start
     held, drawn = held_out_scores(posed, faces, samples, scored, arrays["action_of"],
                                   arrays["cameras"], arrays["images"], arrays["alphas"],
-                                  keep=figure_views, robust_scale=weights.robust_scale)
+                                  keep=figure_views, robust_scale=weights.robust_scale,
+                                  scenes=scenes)
     mean = {k: round(float(np.mean([r[k] for r in held])), 4) if held else None
             for k in ("psnr", "ssim", "coverage", "psnr_misses_black")}
     report: dict[str, Any] = {

@@ -30,7 +30,14 @@ import torch
 from PIL import Image
 
 from pipeline.bodymodel import make_body_model
-from pipeline.colouring.texture import MAX_TEXTURE_SIZE, bake, decimate, unwrap
+from pipeline.colouring.texture import (
+    MAX_TEXTURE_SIZE,
+    Atlas,
+    bake,
+    chart_groups,
+    decimate,
+    unwrap,
+)
 from pipeline.errors import PipelineError
 from pipeline.frames import DatasetFrame
 from pipeline.io import atomic_path, read_json
@@ -213,7 +220,7 @@ def _with_surface(mesh: Path, recon: Path) -> dict[str, Any]:
     return summary
 
 
-def _fitted(fit: Path, params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], Any]:
+def read_fit(fit: Path, params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], Any]:
     """The fit file's body arrays and its body model (``params``: the ``fit`` section)."""
     try:
         with np.load(fit, allow_pickle=False) as npz:
@@ -248,7 +255,7 @@ def run_dataset(*, mesh: Path, recon: Path, fit: Path, frame: str, output: Path,
     ``params``: the ``fit`` section (the body model and its options).
     """
     summary = _with_surface(mesh, recon)
-    arrays, model = _fitted(fit, params)
+    arrays, model = read_fit(fit, params)
     stated = DatasetFrame.from_config(json.loads(frame))
     body = pose_body(model, torch.from_numpy(arrays["shape"]),
                      model.pose_from_degrees(stated.body_pose().as_dict()))
@@ -262,6 +269,21 @@ def run_dataset(*, mesh: Path, recon: Path, fit: Path, frame: str, output: Path,
              stated.unit_m)
 
 
+def textured(full: np.ndarray, full_faces: np.ndarray, colours: np.ndarray,
+             vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
+             parents: np.ndarray, size: int) -> tuple[Atlas, np.ndarray]:
+    """The avatar's mesh (``vertices``, ``faces``: the decimated one, with its ``(V, B)``
+    skinning ``weights``) unwrapped, one group of charts per bone segment
+    (:func:`pipeline.colouring.texture.chart_groups`), and its ``(size, size, 3)`` texture
+    baked from the full-resolution coloured mesh (``full``, ``full_faces``, ``colours``
+    ``(N, 3)`` sRGB [0, 1]). The atlas's vertex ``i`` is the mesh's vertex ``source[i]``."""
+    if size > MAX_TEXTURE_SIZE:
+        raise PipelineError(f"export.texture_size {size} is over the largest texture "
+                            f"written, {MAX_TEXTURE_SIZE}: lower it")
+    atlas = unwrap(vertices, faces, chart_groups(faces, weights, parents))
+    return atlas, bake(atlas, full, full_faces, colours, size)
+
+
 def run(*, mesh: Path, recon: Path, fit: Path, output: Path, params: dict[str, Any]) -> dict:
     """Export one subject's canonical reconstruction as a skinned ``.glb`` (``output``).
 
@@ -272,26 +294,23 @@ def run(*, mesh: Path, recon: Path, fit: Path, output: Path, params: dict[str, A
     """
     fit_params, settings = params["fit"], params.get("export", {})
     summary = _with_surface(mesh, recon)
-    arrays, model = _fitted(fit, fit_params)
+    arrays, model = read_fit(fit, fit_params)
     name = model.name
     skeleton = model.skeleton(torch.from_numpy(arrays["shape"]))
     loaded = read_ply(mesh)
     full, full_faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
     target = settings.get("faces")
     vertices, faces = decimate(full, full_faces, int(target)) if target else (full, full_faces)
+    weights = vertex_weights(vertices, arrays["canonical_vertices"], arrays["skinning_weights"])
     texture = None
     if loaded.visual.kind == "vertex":
         size = int(settings.get("texture_size", 1024))
-        if size > MAX_TEXTURE_SIZE:
-            raise PipelineError(f"export.texture_size {size} is over the largest texture "
-                                f"written, {MAX_TEXTURE_SIZE}: lower it")
-        atlas = unwrap(vertices, faces)
-        image = bake(atlas, full, full_faces, np.asarray(loaded.visual.vertex_colors)[:, :3]
-                     / 255.0, size)
+        atlas, image = textured(full, full_faces, np.asarray(loaded.visual.vertex_colors)[:, :3]
+                                / 255.0, vertices, faces, weights, skeleton.parents, size)
         png = io.BytesIO()
         Image.fromarray(image).save(png, format="PNG", optimize=False)
         vertices, faces, texture = atlas.vertices, atlas.faces, (atlas.uvs, png.getvalue())
-    weights = vertex_weights(vertices, arrays["canonical_vertices"], arrays["skinning_weights"])
+        weights = weights[atlas.source]
     gltf = avatar_gltf(vertices, faces, weights, model.bone_names, skeleton.parents,
                        skeleton.bind, z_up=UP_AXIS.get(name, 1) == 2, texture=texture)
     with atomic_path(output) as tmp:

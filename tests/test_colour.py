@@ -246,3 +246,58 @@ def test_robust_blend_turns_down_the_view_that_disagrees() -> None:
     assert seen.all()
     np.testing.assert_allclose(plain[0], 0.75 * agree + 0.25 * other)
     assert np.abs(robust[0] - agree).max() < 0.01
+
+
+def test_blend_without_a_view_is_the_blend_of_the_others() -> None:
+    """Leaving a view out of a blend of all (only the vertices it sees blended again) gives
+    the blend of the other views, robust or plain, seen set included."""
+    from pipeline.colouring.views import Stacked
+
+    rng = np.random.default_rng(0)
+    samples = {}
+    for k in range(5):
+        weight = rng.uniform(0.1, 1.0, 40) * (rng.uniform(size=40) < 0.4)
+        samples[10 + k] = ViewSample(rng.uniform(size=(40, 3)), weight)
+    stacked = Stacked.of(samples)
+    for scale in (0.0, 0.2):
+        everything = stacked.blend(scale)
+        np.testing.assert_array_equal(everything[0], blend(list(samples.values()), scale)[0])
+        for left_out in samples:
+            others = [s for k, s in samples.items() if k != left_out]
+            want, want_seen = blend(others, scale)
+            got, got_seen = stacked.blend_without(left_out, everything, scale)
+            np.testing.assert_allclose(got, want, atol=1e-12)
+            np.testing.assert_array_equal(got_seen, want_seen)
+            assert (~want_seen).any()  # some vertex was seen by the left-out view alone
+
+
+def test_ssim_on_the_matte_box_is_the_whole_image_ssim() -> None:
+    """SSIM computed around the matte only equals the whole image's SSIM map averaged over
+    the matte, near the image's border and away from it."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    drawn = np.clip(photo.astype(int) + rng.integers(-40, 40, photo.shape), 0, 255).astype(
+        np.uint8)
+    for box in ((slice(20, 35), slice(25, 40)), (slice(0, 12), slice(50, 64))):
+        inside = np.zeros((64, 64), bool)
+        inside[box] = True
+        _, full = structural_similarity(drawn / 255.0, photo / 255.0, data_range=1.0,
+                                        channel_axis=2, full=True)
+        assert psnr_ssim(drawn, photo, inside)[1] == pytest.approx(full[inside].mean(),
+                                                                    abs=1e-12)
+
+
+def test_held_out_skips_a_view_with_no_other_to_colour_from() -> None:
+    """One usable view: nothing to colour it from, so nothing is scored (and no crash)."""
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    albedo = np.full((len(v), 3), 0.5)
+    camera, image, alpha = _photo(sphere, albedo, 0.0)
+    cameras = _stack([camera])
+    samples = view_samples(v[None], f, [0], np.zeros(1, np.int64), cameras, image[None],
+                           alpha[None], Weights())
+    rows, drawn = held_out_scores(v[None], f, samples, [0], np.zeros(1, np.int64), cameras,
+                                  image[None], alpha[None])
+    assert rows == [] and drawn == {}

@@ -223,14 +223,20 @@ def test_textured_glb_maps_back_to_the_mesh_colours(tmp_path: Path) -> None:
     assert len(loaded.visual.uv) == len(uvs)
 
 
-def test_decimated_avatar_keeps_a_valid_skin(tmp_path: Path) -> None:
-    """Decimated to 2,000 faces: every vertex's influences sum to one and come from its
-    nearest body vertex, and the rig posed in a viewer moves the decimated mesh as the
+@pytest.mark.parametrize("coloured", [False, True])
+def test_decimated_avatar_keeps_a_valid_skin(tmp_path: Path, coloured: bool) -> None:
+    """Decimated to 2,000 faces, untextured or textured (its vertices split along the
+    atlas's seams, in bone groups): every vertex's influences sum to one and come from
+    its nearest body vertex, and the rig posed in a viewer moves the decimated mesh as the
     pipeline's reposing moves it."""
     model, shape, canonical, out, (fit, mesh, recon) = _anny_posed(tmp_path, 0.2)
+    if coloured:
+        write_ply(mesh, canonical, model.faces, np.full((len(canonical), 3), 0.4))
     summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "d.glb",
-                         params={"fit": {"body_model": "anny"}, "export": {"faces": 2000}})
+                         params={"fit": {"body_model": "anny"},
+                                 "export": {"faces": 2000, "texture_size": 64}})
     assert summary["faces"] <= 2020 < summary["faces_before"]
+    assert summary["textured"] == coloured
     gltf = pygltflib.GLTF2().load(str(tmp_path / "d.glb"))
     attributes = gltf.meshes[0].primitives[0].attributes
     weights = sum(export.read_accessor(gltf, getattr(attributes, f"WEIGHTS_{k}")).sum(1)
@@ -271,3 +277,60 @@ def test_run_dataset_writes_the_data_set_frame(tmp_path: Path) -> None:
     expected = (posed.posed - posed.pelvis) @ stated.axes().T
     assert np.abs(body - expected).max() < 1e-5
     assert np.ptp(vertices[:, 1]) > np.ptp(vertices[:, 2])  # Y up
+
+
+def test_chart_groups_merge_small_bones_into_the_bone_above() -> None:
+    """Faces grouped by their heaviest bone; a bone with few faces joins its parent, the
+    deepest first (a toe into the foot, then a small foot into the leg), and the groups are
+    numbered from 0."""
+    from pipeline.colouring.texture import chart_groups
+
+    # 0 root; 1 leg, 2 spine (under 0); 3 foot (under 1); 4 toe (under 3); 5 head (under 2)
+    parents = np.array([-1, 0, 0, 1, 3, 2])
+    bones = np.array([0] * 40 + [1] * 30 + [2] * 20 + [3] * 3 + [4] * 2 + [5] * 5)
+    faces = np.arange(3 * len(bones)).reshape(-1, 3)
+    weights = np.zeros((faces.size, len(parents)))
+    weights[faces, bones[:, None]] = 1.0
+    weights[faces[:, 0], 0] += 0.4  # a lighter second bone on one corner of every face
+    groups = chart_groups(faces, weights, parents, min_share=0.06)
+    assert groups.tolist() == [0] * 40 + [1] * 30 + [2] * 20 + [1] * 5 + [2] * 5
+    groups = chart_groups(faces, weights, parents, min_share=0.05)  # the foot keeps its 5
+    assert groups.tolist() == [0] * 40 + [1] * 30 + [2] * 20 + [3] * 5 + [4] * 5
+    assert chart_groups(faces, weights, parents, min_share=0.0).tolist() == (
+        [0] * 40 + [1] * 30 + [2] * 20 + [3] * 3 + [4] * 2 + [5] * 5)
+
+
+def test_unwrap_keeps_each_group_in_its_own_charts() -> None:
+    """A sphere unwrapped in two groups: every atlas face lies on the faces of one group,
+    its corners are copies of the mesh's vertices, and its UVs are in [0, 1]."""
+    from pipeline.colouring.texture import unwrap
+
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    vertices, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    groups = (vertices[faces].mean(axis=1)[:, 2] > 0).astype(int)
+    atlas = unwrap(vertices, faces, groups)
+    assert len(atlas.faces) == len(faces)
+    np.testing.assert_array_equal(atlas.vertices, vertices[atlas.source])
+    assert atlas.uvs.min() >= 0.0 and atlas.uvs.max() <= 1.0
+    original = {tuple(sorted(f)): g for f, g in zip(faces.tolist(), groups, strict=True)}
+    seen = [original[tuple(sorted(f))] for f in atlas.source[atlas.faces].tolist()]
+    assert sorted(seen) == sorted(groups.tolist())
+    # No atlas vertex is shared by faces of two groups: the groups meet only at seams.
+    owner = np.full(len(atlas.vertices), -1)
+    for face, group in zip(atlas.faces, seen, strict=True):
+        assert np.all((owner[face] == -1) | (owner[face] == group))
+        owner[face] = group
+
+
+def test_barycentric_known_points_and_a_degenerate_triangle() -> None:
+    """Corners, the centroid and a point off the plane (3D: its projection), a point outside
+    (clipped), and a degenerate triangle (its centroid's coordinates)."""
+    from pipeline.colouring.texture import barycentric
+
+    corners = np.array([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0]],
+                        [[0.0, 0, 0], [1, 1, 1], [2, 2, 2]]])
+    points = np.array([[1.0, 0, 0], [1 / 3, 1 / 3, 5.0], [0.25, 0.5, 0], [2.0, 0, 0],
+                       [0.5, 0.5, 0.5]])
+    got = barycentric(points, corners, np.array([0, 0, 0, 0, 1]))
+    np.testing.assert_allclose(got, [[0, 1, 0], [1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.5],
+                                     [0, 1, 0], [1 / 3, 1 / 3, 1 / 3]], atol=1e-12)

@@ -28,12 +28,14 @@ def adjacency(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
     return a
 
 
-def fill_unseen(faces: np.ndarray, colours: np.ndarray, seen: np.ndarray) -> np.ndarray:
+def fill_unseen(faces: np.ndarray, colours: np.ndarray, seen: np.ndarray,
+                edges: sparse.csr_matrix | None = None) -> np.ndarray:
     """Colours of the unseen vertices by diffusion from the seen ones: each unseen vertex the
     mean of its neighbours (a harmonic function of the mesh graph, the seen colours fixed).
 
     Args:
         faces: ``(F, 3)``. colours: ``(V, C)`` (any space; used where ``seen``). seen: ``(V,)``.
+        edges: :func:`adjacency` of the mesh, when already made (None: made here).
 
     Returns:
         ``(V, C)``: the seen colours unchanged, the rest filled; a piece of the mesh that no
@@ -45,7 +47,7 @@ def fill_unseen(faces: np.ndarray, colours: np.ndarray, seen: np.ndarray) -> np.
     unknown = np.flatnonzero(~seen)
     if len(unknown) == 0:
         return out
-    a = adjacency(faces, len(colours))
+    a = adjacency(faces, len(colours)) if edges is None else edges
     a_uu = a[unknown][:, unknown]
     degree = np.asarray(a[unknown].sum(axis=1)).ravel()
     system = (sparse.diags(degree + PULL_TO_GREY) - a_uu).tocsc()
@@ -64,19 +66,31 @@ def psnr_only(drawn: np.ndarray, photo: np.ndarray, inside: np.ndarray) -> float
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
+SSIM_WINDOW = 7
+"""Side of SSIM's square window (scikit-image's default without Gaussian weights)."""
+
+
 def psnr_ssim(drawn: np.ndarray, photo: np.ndarray, inside: np.ndarray) -> tuple[float, float]:
     """PSNR (dB) and SSIM of a drawn view against the photo, over the pixels ``inside`` its
     matte. PSNR from the mean squared error of sRGB values in [0, 1] there; SSIM
     (scikit-image, 7 × 7 windows, per channel) averaged over the same pixels.
 
+    SSIM is computed on the box around ``inside`` widened by a window (the image's border
+    where it is nearer): a pixel's SSIM depends only on the window around it, so the map
+    there is the whole image's.
+
     Args:
         drawn, photo: ``(S, S, 3)`` uint8. inside: ``(S, S)`` bool, not empty.
     """
-    a = drawn.astype(np.float64) / 255.0
-    b = photo.astype(np.float64) / 255.0
     psnr = psnr_only(drawn, photo, inside)
-    _, ssim_map = structural_similarity(a, b, data_range=1.0, channel_axis=2, full=True)
-    return psnr, float(ssim_map[inside].mean())
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    box = tuple(slice(max(int(lo) - SSIM_WINDOW, 0), int(hi) + SSIM_WINDOW + 1)
+                for lo, hi in ((rows[0], rows[-1]), (cols[0], cols[-1])))
+    a = drawn[box].astype(np.float64) / 255.0
+    b = photo[box].astype(np.float64) / 255.0
+    _, ssim_map = structural_similarity(a, b, data_range=1.0, channel_axis=2, full=True,
+                                        win_size=SSIM_WINDOW)
+    return psnr, float(ssim_map[inside[box]].mean())
 
 
 def truth_colour_error(vertices: np.ndarray, colours: np.ndarray, truth_vertices: np.ndarray,

@@ -170,32 +170,80 @@ ROBUST_ITERATIONS = 3
 """Reweighting rounds of the robust blend (each a weighted mean)."""
 
 
+@dataclass(frozen=True)
+class Stacked:
+    """Views' samples as one list of (view, vertex) pairs with a weight: ``view (M,)``
+    (the view's key), ``vertex (M,)``, ``weight (M,)``, ``colour (M, 3)`` linear RGB, in
+    the views' order; ``n`` vertices. A view sees about a third of the vertices, so the
+    blend sums only these pairs."""
+
+    view: np.ndarray
+    vertex: np.ndarray
+    weight: np.ndarray
+    colour: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, samples: Mapping[int, ViewSample]) -> Stacked:
+        """The pairs of ``samples`` (view key → sample; one or more views)."""
+        if not samples:
+            raise ValueError("blend: no view to blend")
+        pairs = {k: np.flatnonzero(s.weight > 0) for k, s in samples.items()}
+        return cls(np.concatenate([np.full(len(i), k) for k, i in pairs.items()]),
+                   np.concatenate(list(pairs.values())),
+                   np.concatenate([samples[k].weight[i] for k, i in pairs.items()]),
+                   np.concatenate([samples[k].colour[i] for k, i in pairs.items()]),
+                   len(next(iter(samples.values())).weight))
+
+    def blend(self, robust_scale: float = 0.0, keep: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`blend` of the pairs (those where ``keep`` ``(M,)`` bool, when given)."""
+        vertex, weight, colour = ((self.vertex, self.weight, self.colour) if keep is None
+                                  else (self.vertex[keep], self.weight[keep],
+                                        self.colour[keep]))
+
+        def weighted_mean(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            total = np.bincount(vertex, w, self.n)
+            acc = np.stack([np.bincount(vertex, w * colour[:, c], self.n) for c in range(3)],
+                           axis=1)
+            return acc, total
+
+        acc, total = weighted_mean(weight)
+        seen = total > 0
+        out = np.zeros((self.n, 3))
+        out[seen] = acc[seen] / total[seen, None]
+        for _ in range(ROBUST_ITERATIONS if robust_scale > 0 else 0):
+            diff = colour - out[vertex]
+            d2 = np.einsum("ij,ij->i", diff, diff) / robust_scale ** 2
+            acc, total = weighted_mean(weight / (1.0 + d2))
+            out[seen] = acc[seen] / total[seen, None]
+        return out, seen
+
+    def blend_without(self, view: int, blended: tuple[np.ndarray, np.ndarray],
+                      robust_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """The blend of every view but ``view``, from ``blended`` (the blend of all, with
+        the same ``robust_scale``): only the vertices that view sees change, so only their
+        pairs are blended again (each vertex's blend is its own)."""
+        touched = np.zeros(self.n, dtype=bool)
+        touched[self.vertex[self.view == view]] = True
+        out, seen = self.blend(robust_scale, touched[self.vertex] & (self.view != view))
+        out = np.where(touched[:, None], out, blended[0])
+        return out, np.where(touched, seen, blended[1])
+
+
 def blend(samples: list[ViewSample], robust_scale: float = 0.0
           ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean of the views' linear colours: ``(V, 3)`` linear RGB and ``(V,)`` bool
-    seen by some view (zero colour where not).
+    seen by some view (zero colour where not). ``samples``: one or more views.
 
     ``robust_scale`` > 0: an M-estimate instead of the plain mean. Each view's weight at a
     vertex is multiplied by ``1 / (1 + (d / robust_scale)²)`` (Cauchy), d its colour's
     distance to the current estimate in linear RGB, over ``ROBUST_ITERATIONS`` rounds. A
     view that disagrees with the others is turned down: the surface seen there is not the
     mesh's (an occluder the mesh lacks, a misplaced limb, the background past a
-    misregistered edge)."""
-    total = sum(s.weight for s in samples)
-    acc = sum(s.colour * s.weight[:, None] for s in samples)
-    seen = total > 0
-    out = np.zeros_like(acc)
-    out[seen] = acc[seen] / total[seen, None]
-    for _ in range(ROBUST_ITERATIONS if robust_scale > 0 and samples else 0):
-        total = np.zeros(len(out))
-        acc = np.zeros_like(out)
-        for s in samples:
-            d2 = np.sum((s.colour - out) ** 2, axis=1) / robust_scale ** 2
-            w = s.weight / (1.0 + d2)
-            total += w
-            acc += s.colour * w[:, None]
-        out[seen] = acc[seen] / total[seen, None]
-    return out, seen
+    misregistered edge).
+    """
+    return Stacked.of(dict(enumerate(samples))).blend(robust_scale)
 
 
 def pixel_rays(camera: Camera, pixels: np.ndarray, near: float
