@@ -1,20 +1,25 @@
-"""Seconds per subject of the synthesis or the cache build beside an older commit's, and
-whether the two trees wrote the same outputs.
+"""Seconds per subject of the synthesis, the cache build or the colour stage beside an older
+commit's, and whether the two trees wrote the same outputs.
 
     .venv/bin/python benchmarks/stage_speed.py synthesize --baseline dfbc561
     .venv/bin/python benchmarks/stage_speed.py cache --baseline dfbc561 --subjects s000 s003
     .venv/bin/python benchmarks/stage_speed.py cache --baseline dfbc561 --write docs/results.md
+    .venv/bin/python benchmarks/stage_speed.py colour --baseline ec03315
 
 Each tree (this one, and ``--baseline REV`` exported by ``git archive``) runs the stage's own
-call (``pipeline.synthesize.stage.run`` or ``pipeline.cache.run``) for every subject in a
+call (``pipeline.synthesize.stage.run``, ``pipeline.cache.run`` or ``pipeline.colour.run``)
+for every subject in a
 child process of its own code (``PYTHONSAFEPATH=1``, its folder first on ``PYTHONPATH``), one
 tree after the other, with the config's section. The seconds are timed inside the child, so
 interpreter start and imports are left out of both. ``cache`` needs the fit, crops and masks
-of ``make demo`` (``--config``'s results) and the synthetic truth. The outputs go to a
-temporary folder and are compared:
+of ``make demo`` (``--config``'s results) and the synthetic truth; ``colour`` the
+reconstructions and caches of ``make demo`` and the truth. The outputs go to a temporary
+folder and are compared:
 
 - synthesize: every file of both trees, byte for byte;
-- cache: every dataset (values, dtype, shape) and every attribute of both HDF5 files.
+- cache: every dataset (values, dtype, shape) and every attribute of both HDF5 files;
+- colour: the coloured meshes and the figure byte for byte, the report's JSON value for
+  value but for its ``seconds``.
 
 A changed output is named, and the script exits 1: a speed-up that changes what a stage
 writes has to say why (issue 29 asks for byte-identical synthesis).
@@ -49,12 +54,21 @@ if job["stage"] == "synthesize":
     from pipeline.synthesize.stage import run
     calls = {s: dict(subject=s, output=out / "photos" / s, truth=out / "truth" / s,
                      params=job["params"]) for s in job["subjects"]}
-else:
+elif job["stage"] == "cache":
     from pipeline.cache import run
     results, truth = Path(job["results"]), Path(job["truth"])
     calls = {s: dict(subject=s, fit=results / "fit" / f"{s}.npz", crops=results / "crop" / s,
                      masks=results / "mask" / s, output=out / f"{s}.h5",
                      params=job["params"], truth=truth / s) for s in job["subjects"]}
+else:
+    from pipeline.colour import run
+    results, truth = Path(job["results"]), Path(job["truth"])
+    recon = results / "recon" / "pixel2isdf"
+    calls = {s: dict(mesh=recon / f"{s}.ply", recon=recon / f"{s}.json",
+                     cache=results / "cache" / f"{s}.h5", output=out / s / "coloured.ply",
+                     body_output=out / s / "fitted_body.ply", report=out / s / "colour.json",
+                     params=job["params"], truth=truth / s, figure_output=out / s / "figure.png")
+             for s in job["subjects"]}
 for subject, call in calls.items():
     start = time.perf_counter()
     run(**call)
@@ -74,12 +88,29 @@ def run_in(tree: Path, job: dict) -> dict[str, float]:
     return json.loads(line.removeprefix("SECONDS "))
 
 
-def differing_files(a: Path, b: Path) -> list[str]:
-    """Relative paths present in one folder only, or with different bytes."""
+def without_seconds(value: object) -> object:
+    """A JSON value with every ``seconds`` entry dropped, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value
+
+
+def differing_files(a: Path, b: Path, timed_json: bool = False) -> list[str]:
+    """Relative paths present in one folder only, or with different bytes; with
+    ``timed_json``, a ``.json`` file differs only where its values do, its ``seconds`` left
+    out (the time a run took is not an output)."""
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
-    changed = [str(p) for p in sorted(files_a & files_b)
-               if not filecmp.cmp(a / p, b / p, shallow=False)]
+
+    def same(p: Path) -> bool:
+        if timed_json and p.suffix == ".json":
+            return (without_seconds(json.loads((a / p).read_text()))
+                    == without_seconds(json.loads((b / p).read_text())))
+        return filecmp.cmp(a / p, b / p, shallow=False)
+
+    changed = [str(p) for p in sorted(files_a & files_b) if not same(p)]
     return sorted(str(p) for p in files_a ^ files_b) + changed
 
 
@@ -109,7 +140,7 @@ def differing_h5(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=["synthesize", "cache"])
+    parser.add_argument("stage", choices=["synthesize", "cache", "colour"])
     parser.add_argument("--config", type=Path, default=Path("config.yaml"))
     parser.add_argument("--baseline", required=True, help="the commit to compare with")
     parser.add_argument("--subjects", nargs="*", help="default: every subject of the config")
@@ -134,8 +165,8 @@ def main() -> int:
             per_subject = run_in(tree, {**job, "out": str(outs[name])})
             seconds[name] = statistics.fmean(per_subject.values())
         base_out, now_out = outs[f"baseline {args.baseline}"], outs["now"]
-        if args.stage == "synthesize":
-            changed = differing_files(base_out, now_out)
+        if args.stage in ("synthesize", "colour"):
+            changed = differing_files(base_out, now_out, timed_json=args.stage == "colour")
         else:
             changed = [d for s in subjects
                        for d in differing_h5(base_out / f"{s}.h5", now_out / f"{s}.h5")]
@@ -146,8 +177,10 @@ def main() -> int:
              "other; seconds inside the process (no start-up).", "",
              "| code | s per subject |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
-    same = ("the same outputs (every file byte for byte)" if args.stage == "synthesize"
-            else "the same outputs (every dataset and attribute)")
+    same = {"synthesize": "the same outputs (every file byte for byte)",
+            "cache": "the same outputs (every dataset and attribute)",
+            "colour": "the same outputs (the meshes and figures byte for byte, the reports "
+                      "value for value but for their seconds)"}[args.stage]
     lines += ["", f"Ratio: {now / base:.2f}× the seconds; "
               + (same if not changed else f"{len(changed)} outputs differ: "
                  + ", ".join(changed[:12]) + (" …" if len(changed) > 12 else "")) + "."]

@@ -36,3 +36,16 @@ def test_differing_h5_names_datasets_and_attributes(tmp_path: Path) -> None:
     assert stage_speed.differing_h5(files["a"], files["b"]) == []
     assert stage_speed.differing_h5(files["a"], files["c"]) == ["a.h5:/@attrs",
                                                                 "a.h5:sdf/values"]
+
+
+def test_differing_files_compares_reports_without_their_seconds(tmp_path: Path) -> None:
+    stage_speed = load_benchmark("stage_speed")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, seconds, psnr in ((a, 1.5, 20.0), (b, 0.7, 20.0)):
+        root.mkdir()
+        (root / "r.json").write_text(
+            f'{{"model": {{"seconds": {seconds}, "held_out": {{"psnr": {psnr}}}}}}}')
+    assert stage_speed.differing_files(a, b, timed_json=True) == []
+    assert stage_speed.differing_files(a, b) == ["r.json"]
+    (b / "r.json").write_text('{"model": {"seconds": 0.7, "held_out": {"psnr": 20.5}}}')
+    assert stage_speed.differing_files(a, b, timed_json=True) == ["r.json"]
