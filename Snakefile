@@ -1,6 +1,8 @@
 # Pixel2ISDF pipeline: clothed 3D humans from multi-view, multi-pose photos.
 # Run: snakemake --cores N   (README.md lists every target and how to rerun one stage)
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from pipeline.config import validate_config
 
 min_version("9.0")
 
@@ -8,7 +10,14 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "pipeline/schemas/config.schema.yaml")
+# pipeline/schemas/config.schema.yaml, defaults filled in: the validation of the stages' own
+# command lines (python -m pipeline), with the schema read by libyaml, 0.5 s sooner per parse
+# than snakemake.utils.validate (docs/results.md, "parse_time").
+config.update(
+    validate_config(
+        config, source=" + ".join(map(str, workflow.configfiles)) or "--config"
+    )
+)
 
 
 report: "rules/report/workflow.rst"
