@@ -60,6 +60,8 @@ STAGES = (
     Stage("selfcheck", "eval/pixel2isdf", "test_subjects", "selfcheck/pixel2isdf"),
     Stage("export_avatar", "recon/pixel2isdf", "test_subjects", "export_avatar/pixel2isdf"),
     Stage("render_recon", "report/render", "test_subjects", "render_recon/pixel2isdf"),
+    Stage("colour", "recon/pixel2isdf/coloured recon/pixel2isdf/fitted_body report/colour",
+          "test_subjects", "colour/pixel2isdf"),
     Stage("evaluate", "eval/pixel2isdf", "test_subjects", "evaluate/pixel2isdf"),
 )
 """The stages of the main job (``outputs``: its folders, space-separated)."""
