@@ -3,8 +3,9 @@ its colour baked into a texture image.
 
 - Decimation: quadric edge collapse (``fast-simplification``, the fast-quadric-mesh-
   simplification algorithm).
-- Unwrap: ``xatlas`` (charts packed into one atlas; a vertex on a seam is split, and
-  ``vmapping`` names the original vertex of each one).
+- Unwrap: ``xatlas``, one group of charts per bone segment (:func:`chart_groups`), all
+  packed into one atlas; a vertex on a seam is split, and ``Atlas.source`` names the
+  original vertex of each one.
 - Bake: every texel inside a triangle of the atlas takes the colour of the closest point of
   the full-resolution coloured mesh to its 3D position (libigl AABB), interpolated in linear
   RGB; the texels just outside the charts copy their nearest chart texel, so that filtering
