@@ -5,25 +5,24 @@ from pathlib import Path
 
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
 from pipeline.ablation import normal_section, train_section
-from pipeline.config import check_layout, check_register, check_splits
-from pipeline.config import resolve_split_files
 from pipeline.config import curve_reports as config_curve_reports
 from pipeline.layout import Layout
-from pipeline.synthesize.population import check_populations, population_of
+from pipeline.synthesize.population import population_of
 from pipeline.synthesize.population import subject_params
 from pipeline.synthesize.standin import outputs as standin_outputs
 from pipeline.training.given import check_given_checkpoints
 
-resolve_split_files(config)  # data.split_files: subject lists from a data set's files
+# The Snakefile's validate_config has filled data.split_files' subject lists and checked,
+# before any work: the layout's path templates (mask.backend given needs its masks), the
+# registration of scans in another frame, pose or place, disjoint splits within
+# data.subjects, synthesize.populations, the heights and the learning curve.
 DATASET = config["data"]["dataset"]
 SUBJECTS = config["data"]["subjects"]
 DATA = Path(config["data"]["root"]) / DATASET
-check_layout(config)  # data.layout: path templates; mask.backend given needs its masks
 LAYOUT = Layout.from_config(config["data"]["layout"])  # where the data set's files lie
 # The layout as the ingest job reads it (--layout): changing it reruns ingest.
 LAYOUT_JSON = json.dumps(config["data"]["layout"], sort_keys=True)
 TRUTH = DATA / "truth"
-check_register(config)  # scans in another frame, pose or place are registered
 REGISTER = config["register"]["enabled"]
 FRAME = json.dumps(config["data"]["frame"], sort_keys=True)
 SCANS = json.dumps(config["data"]["scans"], sort_keys=True)  # truth scans with holes
@@ -43,8 +42,6 @@ STAGE_ORDER = [
     "evaluate",
 ]
 STOP_AFTER = STAGE_ORDER.index(config["stop_after"])
-check_splits(config)  # disjoint splits, each within data.subjects: before any work
-check_populations(config)  # synthesize.populations: known subjects, valid settings
 # Validation subjects choose (the checkpoint kept, any tuned value); test subjects are only
 # scored; predict subjects have no scan. Training subjects are the rest.
 VAL_SUBJECTS = [s for s in SUBJECTS if s in config["data"]["val_subjects"]]
