@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_speed.py                      # demo preset, CPU
     .venv/bin/python benchmarks/train_speed.py --preset presets/paper.yaml --steps 1
+    .venv/bin/python benchmarks/train_speed.py --steps 15 --threads 1   # against 2 threads
 
 Reads the caches of the demo's data set (`--caches-of`; run `make demo` first; the demo's
 crops are 512², so the paper sizes apply to them as they are). Components: normal net, geometry net,
@@ -105,8 +106,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after a warm-up")
     parser.add_argument("--caches-of", default="config.yaml",
                         help="config whose data set's caches to read (default: the demo's)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (default 2, the demo's train.threads)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     config, data = load_config(args.preset), load_config(args.caches_of)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
