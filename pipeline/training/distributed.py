@@ -68,9 +68,17 @@ def init_world() -> World:
     return world
 
 
-def close_world(world: World) -> None:
-    """Leave the process group (no-op for a single process)."""
+def close_world(world: World, wait: bool = False) -> None:
+    """Leave the process group (no-op for a single process). ``wait``: first wait until
+    every rank is here (after a run that ended well on every rank): a rank that closes its
+    connections while another still reads from it makes that one abort (gloo). Not after a
+    failure, where the other ranks may never come (torchrun stops them)."""
     if world.size > 1 and dist.is_initialized():
+        if wait:
+            if dist.get_backend() == "nccl":
+                dist.barrier(device_ids=[world.local_rank])
+            else:
+                dist.barrier()
         dist.destroy_process_group()
 
 

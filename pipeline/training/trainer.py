@@ -232,11 +232,14 @@ def train(task: Task, run: RunParams, *, output: Path, summary: Path, config_has
         the summary written to ``summary``.
     """
     world = init_world()
+    ended_well = False
     try:
-        return _train(task, run, world, output=output, summary=summary,
-                      config_hash=config_hash, meta=meta)
+        result = _train(task, run, world, output=output, summary=summary,
+                        config_hash=config_hash, meta=meta)
+        ended_well = True
+        return result
     finally:
-        close_world(world)
+        close_world(world, wait=ended_well)
 
 
 def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: Path,
