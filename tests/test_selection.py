@@ -1,6 +1,7 @@
 """Which checkpoint a training run keeps (``run.keep``, pipeline/training/trainer.py): the
 validation step with the best selection metric (``best``) or the last step (``last``), also
-across a kill and a resume; and Pixel2ISDF's selection metric, ``near_l1``.
+across a kill and a resume; early stopping (``run.patience``); and Pixel2ISDF's selection
+metric, ``near_l1``.
 
 The tiny runs train on one subject: then the draws of step ``s`` do not depend on the run's
 length (with two, an item's index is ``subject · steps · batch + g``), so a run of ``k`` steps
@@ -23,10 +24,11 @@ import torch
 
 from models.cache_io import SCHEMA_VERSION
 from models.pixel2isdf.losses import near_l1
+from pipeline.errors import PipelineError
 from pipeline.train import run
 from pipeline.training import trainer
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.training.trainer import Best
+from pipeline.training.trainer import Best, RunParams, stale_validations
 from tests.cache_fakes import build
 from tests.test_train import REPO, TINY_TRAIN, params
 
@@ -146,6 +148,33 @@ def test_best_resume_starts_empty_without_a_usable_best_pt(tmp_path: Path, case:
     assert best.better(100.0)
 
 
+def test_stale_validations_counts_the_validations_after_the_best_step() -> None:
+    history = [{"step": 10, "loss/total": 1.0}, {"step": 50, METRIC: 2.0},
+               {"step": 100, METRIC: 1.5}, {"step": 100, "loss/total": 0.5},
+               {"step": 150, METRIC: 1.7}, {"step": 200, METRIC: 1.9}]
+    assert stale_validations(history, METRIC, 100) == 2
+    assert stale_validations(history, METRIC, 200) == 0
+    assert stale_validations(history, METRIC, 0) == 4  # no best yet: every validation
+
+
+def test_patience_below_one_is_refused() -> None:
+    with pytest.raises(PipelineError, match="patience"):
+        RunParams(steps=10, batch_size=1, lr=1e-3, patience=0)
+
+
+def _expected_stop(curve: dict[int, float], patience: int) -> tuple[int, int]:
+    """(step the run stops at, step it keeps) of ``curve`` under ``patience``."""
+    best_step, stale = None, 0
+    for step in sorted(curve):
+        if best_step is None or curve[step] < curve[best_step]:
+            best_step, stale = step, 0
+        else:
+            stale += 1
+            if stale >= patience and step < STEPS:
+                return step, best_step
+    return STEPS, best_step
+
+
 # --- keep: best / last, end to end -----------------------------------------------------------
 
 
@@ -196,6 +225,30 @@ def test_keep_last_writes_the_last_step(caches, best_run: Path, tmp_path: Path) 
     assert any(not torch.equal(v, best_weights[k]) for k, v in data["model"].items())
 
 
+def test_patience_stops_early_and_keeps_the_full_runs_step_and_weights(
+        caches, best_run: Path, tmp_path: Path) -> None:
+    """With patience 2 the run ends two validations after its best step, which it keeps: the
+    same step and weights as the full run (no later step of which beat it)."""
+    reference = json.loads((best_run.parent / "train.json").read_text())
+    stop, kept = _expected_stop(_val_curve(reference), patience=2)
+    assert stop < STEPS and kept == reference["selected"]["step"], "fixture: an early stop"
+    out = tmp_path / "patient" / "checkpoint.pt"
+    summary = _train(caches, out, _params(patience=2))
+    assert summary["stopped_at"] == stop and summary["steps"] == STEPS
+    assert summary["selected"] == reference["selected"]
+    assert _val_curve(summary) == {s: v for s, v in _val_curve(reference).items() if s <= stop}
+    assert max(r["step"] for r in summary["history"]) == stop
+    _assert_same_weights(load_checkpoint(out)["model"], load_checkpoint(best_run)["model"])
+    assert json.loads((out.parent / "train.json").read_text())["stopped_at"] == stop
+    assert reference["stopped_at"] is None
+
+
+def test_patience_does_not_stop_a_keep_last_run(caches, best_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "last" / "checkpoint.pt"
+    summary = _train(caches, out, _params(keep="last", patience=1))
+    assert summary["stopped_at"] is None and load_checkpoint(out)["step"] == STEPS
+
+
 class Killed(Exception):
     """Stands for a SIGKILL right after a resume checkpoint was written."""
 
@@ -234,6 +287,32 @@ def test_killed_and_resumed_keeps_the_same_step_and_weights(caches, best_run: Pa
     assert load_checkpoint(out)["step"] == best_step
     _assert_same_weights(load_checkpoint(out)["model"], load_checkpoint(best_run)["model"])
     assert not (out.parent / "last.pt").exists() and not (out.parent / "best.pt").exists()
+
+
+def test_patience_counts_the_validations_before_a_resume(caches, best_run: Path,
+                                                         tmp_path: Path, monkeypatch) -> None:
+    """Killed between its best step and its stop, the resumed run stops where the
+    uninterrupted one does: the validations before the kill count (from last.pt's history)."""
+    reference = json.loads((best_run.parent / "train.json").read_text())
+    stop, kept = _expected_stop(_val_curve(reference), patience=2)
+    killed_at = 4  # checkpoint_every 2
+    assert kept < killed_at < stop, "fixture: best step, kill, stop in that order"
+    out = tmp_path / "run" / "checkpoint.pt"
+    save = trainer.save_checkpoint
+
+    def save_then_die(path, payload):
+        save(path, payload)
+        if Path(path).name == "last.pt" and payload["step"] == killed_at:
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            _train(caches, out, _params(patience=2))
+    summary = _train(caches, out, _params(patience=2))
+    assert summary["resumed_from_step"] == killed_at and summary["stopped_at"] == stop
+    assert summary["selected"] == reference["selected"]
+    _assert_same_weights(load_checkpoint(out)["model"], load_checkpoint(best_run)["model"])
 
 
 @pytest.mark.slow

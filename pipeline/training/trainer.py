@@ -8,7 +8,9 @@ A :class:`Task` says what to train (network, datasets, loss, validation metrics,
 * **model selection**: every ``val_every`` steps the validation subjects' metrics are
   computed; with ``keep: best`` the output is the checkpoint of the step whose
   ``task.selection`` metric was best (ties: the earlier step), kept in ``best.pt`` while the
-  run goes on; with ``keep: last``, the last step's;
+  run goes on; with ``keep: last``, the last step's; with ``keep: best`` and ``patience`` P the run
+  stops after P validations in a row that did not beat the best (early stopping: the step
+  kept is the one the full run would keep unless a later step would have beaten it);
 * **checkpoints** every ``checkpoint_every`` steps to ``last.pt`` and at the end to the
   output, atomically, with model, optimiser, scaler and RNG states; a rerun resumes from
   ``last.pt`` when its config hash matches, so a killed run and an uninterrupted one end with
@@ -74,10 +76,13 @@ class RunParams:
     grad_clip: float = 0.0
     processes: int = 1  # read by the rule's launcher (torchrun); the loop reads the world
     keep: str = "best"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.keep not in ("best", "last"):
             raise PipelineError(f"run.keep must be best or last, got {self.keep!r}")
+        if self.patience is not None and self.patience < 1:
+            raise PipelineError(f"run.patience must be at least 1 or null, got {self.patience}")
 
 
 class Task(Protocol):
@@ -213,6 +218,12 @@ class Best:
         return best
 
 
+def stale_validations(history: Sequence[dict[str, Any]], key: str, best_step: int) -> int:
+    """How many validations in ``history`` (rows holding ``key``) came after ``best_step``:
+    those that did not beat the best, what ``run.patience`` counts (also across a resume)."""
+    return sum(1 for row in history if key in row and row["step"] > best_step)
+
+
 def _selection(best: Best) -> dict[str, Any]:
     """What ``train.json`` and the checkpoint say about the step kept."""
     return {"keep": "best", "step": best.step, "metric": f"val/{best.metric}",
@@ -288,6 +299,9 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
                 "world_size": world.size, "history": json.dumps(logger.history)})
 
     steps = [world.shard(task.draw(s, run.batch_size)) for s in range(start, run.steps)]
+    stale = stale_validations([r for r in history if r["step"] <= start], f"val/{metric}",
+                              best.step)
+    stopped: int | None = None
     timings: dict[str, list[float]] = defaultdict(list)
     wall = time.perf_counter()
     net.train()
@@ -322,6 +336,15 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
             if run.keep == "best" and best.better(value):
                 best.record(step, value, _unwrap(model))
                 checkpoint(best_path, step, best.state, _selection(best))
+                stale = 0
+            else:
+                stale += 1
+            if run.keep == "best" and run.patience is not None and stale >= run.patience \
+                    and step < run.steps:
+                stopped = step
+                log.info("stopping at step %d of %d: %d validations without a better val/%s "
+                         "than step %d's", step, run.steps, stale, metric, best.step)
+                break
         if world.is_main and task.val_set is not None and (
                 step % run.image_every == 0 or step == run.steps):
             first = next(_loader(task.val_set, [[0]], 0))
@@ -332,6 +355,7 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
             checkpoint(last, step)
     if start >= run.steps:
         log.info("%s already holds all %d steps", last, run.steps)
+    last_step = stopped or run.steps
     if run.keep == "best" and best.state is not None:
         _unwrap(model).load_state_dict(best.state)
         log.info("keeping step %d of %d: best val/%s (%s) %.5g", best.step, run.steps,
@@ -340,13 +364,13 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
     else:
         if run.keep == "best":
             log.warning("keep is best but no validation gave a finite val/%s: writing the "
-                        "last step (%d)", metric, run.steps)
-        checkpoint(output, run.steps)
+                        "last step (%d)", metric, last_step)
+        checkpoint(output, last_step)
     final = validate(task, net, run, device, world)
     selection = _selection(best) if run.keep == "best" and best.state is not None else \
-        {"keep": "last", "step": run.steps}
+        {"keep": "last", "step": last_step}
     result = {
-        "kind": task.kind, "steps": run.steps, "selected": selection,
+        "kind": task.kind, "steps": run.steps, "stopped_at": stopped, "selected": selection,
         "resumed_from_step": start or None,
         "world_size": world.size, "device": str(device), "config_hash": config_hash,
         "run": asdict(run), "wall_seconds_this_process": round(time.perf_counter() - wall, 2),
