@@ -73,9 +73,10 @@ IMPORTED = "(its module imported)"
 def startup_seconds(log: Path) -> tuple[float, float] | None:
     """A job's start-up from its log (:func:`pipeline.progress.log_startup`): the seconds to
     its stage's import (the interpreter and the imports: a lower bound), and to its first
-    photo, step or subject (an upper bound: some stages work before their first progress
-    bar, the cache builds the body's distance volume); the import's twice when it logs no
-    first work. None when the log has neither (or is absent)."""
+    photo, step or subject (an upper bound: the first work logged; the cache and the
+    synthesis log theirs before the work that precedes their first progress bar, the body's
+    distance volume and dressing the body); the import's twice when it logs no first work.
+    None when the log has neither (or is absent)."""
     if not log.is_file():
         return None
     found = STARTUP.findall(log.read_text(errors="replace"))

@@ -36,7 +36,7 @@ from pipeline.detect import CROP_FILE, OK
 from pipeline.errors import PipelineError
 from pipeline.imageio import read_gray, read_rgb
 from pipeline.io import atomic_path, file_sha256, read_json
-from pipeline.progress import progress
+from pipeline.progress import log_startup, progress
 from pipeline.scans import ScanPolicy, ScanSign, read_mesh
 from pipeline.sdf import sample_sdf_points, sdf_volume, signed_distance, surface_samples
 
@@ -368,6 +368,7 @@ def build_cache(*, subject: str, fit: Path, crops: Path, masks: Path, truth: Pat
             missing or not watertight (its file named).
     """
     start = time.perf_counter()
+    log_startup(f"the inputs of {subject}")  # the body's distance volume below is work
     fit, crops, masks, output = map(Path, (fit, crops, masks, output))
     truth = None if truth is None else Path(truth)
     p = CacheParams.from_params(params)

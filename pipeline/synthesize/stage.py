@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.imageio import save_jpeg, save_png
 from pipeline.io import atomic_directory, atomic_path, write_json
 from pipeline.meshio import write_ply
+from pipeline.progress import log_startup
 from pipeline.progress import progress as progress_bar
 from pipeline.skeleton import COCO17, coco17_to_body25, write_openpose
 from pipeline.synthesize import appearance as look
@@ -225,6 +226,7 @@ def synthesize_subject(*, subject: str, photos_dir: Path, truth_dir: Path,
     """Generate one subject: body, outfit, canonical clothed mesh, then every action and view."""
     rng = subject_rng(params.seed, subject)
     model = bodymod.load_body_model()
+    log_startup(f"the body of {subject}")  # dressing it below is work
     phenotype = bodymod.sample_phenotype(rng, {k: tuple(v) for k, v in params.phenotype.items()})
     canonical = bodymod.canonical_body(model, phenotype)
     feet = foot_vertex_indices(canonical)
