@@ -253,6 +253,21 @@ class Killed(Exception):
     """Stands for a SIGKILL right after a resume checkpoint was written."""
 
 
+def _train_killed_at(caches, out: Path, p: dict, killed_at: int, monkeypatch) -> None:
+    """Train with ``p`` until ``last.pt`` holds step ``killed_at``, then die (:class:`Killed`)."""
+    save = trainer.save_checkpoint
+
+    def save_then_die(path, payload):
+        save(path, payload)
+        if Path(path).name == "last.pt" and payload["step"] == killed_at:
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            _train(caches, out, p)
+
+
 @pytest.mark.parametrize("killed_at", [2, 4], ids=["before_the_best", "after_the_best"])
 def test_killed_and_resumed_keeps_the_same_step_and_weights(caches, best_run: Path,
                                                             tmp_path: Path, monkeypatch,
@@ -264,17 +279,7 @@ def test_killed_and_resumed_keeps_the_same_step_and_weights(caches, best_run: Pa
     best_step = reference["selected"]["step"]
     assert killed_at < best_step < STEPS or best_step < killed_at < STEPS
     out = tmp_path / "run" / "checkpoint.pt"
-    save = trainer.save_checkpoint
-
-    def save_then_die(path, payload):
-        save(path, payload)
-        if Path(path).name == "last.pt" and payload["step"] == killed_at:
-            raise Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer, "save_checkpoint", save_then_die)
-        with pytest.raises(Killed):
-            _train(caches, out, _params())
+    _train_killed_at(caches, out, _params(), killed_at, monkeypatch)
     assert not out.exists()
     assert load_checkpoint(out.parent / "last.pt")["step"] == killed_at
     partial_best = load_checkpoint(out.parent / "best.pt")["selection"]["step"]
@@ -298,17 +303,7 @@ def test_patience_counts_the_validations_before_a_resume(caches, best_run: Path,
     killed_at = 4  # checkpoint_every 2
     assert kept < killed_at < stop, "fixture: best step, kill, stop in that order"
     out = tmp_path / "run" / "checkpoint.pt"
-    save = trainer.save_checkpoint
-
-    def save_then_die(path, payload):
-        save(path, payload)
-        if Path(path).name == "last.pt" and payload["step"] == killed_at:
-            raise Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer, "save_checkpoint", save_then_die)
-        with pytest.raises(Killed):
-            _train(caches, out, _params(patience=2))
+    _train_killed_at(caches, out, _params(patience=2), killed_at, monkeypatch)
     summary = _train(caches, out, _params(patience=2))
     assert summary["resumed_from_step"] == killed_at and summary["stopped_at"] == stop
     assert summary["selected"] == reference["selected"]
