@@ -11,9 +11,10 @@ the trainer would (stop after P validations in a row that did not beat the best)
 the step kept with the full run's, the baseline of the same curve: how often it is the same
 step, how much worse its validation metric is, and the share of the budget's steps trained.
 
-The rule, fixed before looking: the smallest P whose kept step is on average within 1 % of the
-full run's validation metric. Part of the full run's edge is selection bias: the minimum over
-more noisy validations is lower whether or not later steps are better.
+The rule: the smallest P whose kept step is on average within 1 % of the full run's
+validation metric (set after a first look at the replay: P = 3 loses 1.8 %, P = 4 0.4 %).
+Part of the full run's edge is selection bias: the minimum over more noisy validations is
+lower whether or not later steps are better.
 """
 
 from __future__ import annotations
