@@ -1,25 +1,32 @@
-"""Seconds per subject of the synthesis, the cache build or the colour stage beside an older
-commit's, and whether the two trees wrote the same outputs.
+"""Seconds per subject of the synthesis, the cache build, the colour stage or the
+reconstruction, or of a short training run, beside an older commit's, and whether the two
+trees wrote the same outputs.
 
     .venv/bin/python benchmarks/stage_speed.py synthesize --baseline dfbc561
     .venv/bin/python benchmarks/stage_speed.py cache --baseline dfbc561 --subjects s000 s003
     .venv/bin/python benchmarks/stage_speed.py cache --baseline dfbc561 --write docs/results.md
     .venv/bin/python benchmarks/stage_speed.py colour --baseline ec03315
+    .venv/bin/python benchmarks/stage_speed.py reconstruct --baseline 2e8285b
+    .venv/bin/python benchmarks/stage_speed.py train --baseline 2e8285b --steps 60
 
 Each tree (this one, and ``--baseline REV`` exported by ``git archive``) runs the stage's own
-call (``pipeline.synthesize.stage.run``, ``pipeline.cache.run`` or ``pipeline.colour.run``)
-for every subject in a
+call (``pipeline.synthesize.stage.run``, ``pipeline.cache.run``, ``pipeline.colour.run``,
+``pipeline.reconstruct.run`` or ``pipeline.train.run``) for every subject (the training: once,
+on the config's training subjects, validated on its validation subjects, ``--steps`` steps
+without early stopping) in a
 child process of its own code (``PYTHONSAFEPATH=1``, its folder first on ``PYTHONPATH``), one
 tree after the other, with the config's section. The seconds are timed inside the child, so
 interpreter start and imports are left out of both. ``cache`` needs the fit, crops and masks
 of ``make demo`` (``--config``'s results) and the synthetic truth; ``colour`` the
-reconstructions and caches of ``make demo`` and the truth. The outputs go to a temporary
-folder and are compared:
+reconstructions and caches of ``make demo`` and the truth; ``reconstruct`` and ``train`` the
+caches and checkpoints of ``make demo``. The outputs go to a temporary folder and are compared:
 
 - synthesize: every file of both trees, byte for byte;
 - cache: every dataset (values, dtype, shape) and every attribute of both HDF5 files;
 - colour: the coloured meshes and the figure byte for byte, the report's JSON value for
-  value but for its ``seconds``.
+  value but for its ``seconds``;
+- reconstruct: the meshes byte for byte, the reports value for value but for their seconds;
+- train: the checkpoints' weights and optimiser state, tensor for tensor.
 
 A changed output is named, and the script exits 1: a speed-up that changes what a stage
 writes has to say why (issue 29 asks for byte-identical synthesis).
@@ -60,6 +67,21 @@ elif job["stage"] == "cache":
     calls = {s: dict(subject=s, fit=results / "fit" / f"{s}.npz", crops=results / "crop" / s,
                      masks=results / "mask" / s, output=out / f"{s}.h5",
                      params=job["params"], truth=truth / s) for s in job["subjects"]}
+elif job["stage"] == "reconstruct":
+    from pipeline.reconstruct import run
+    results = Path(job["results"])
+    calls = {s: dict(checkpoint=results / "train" / "pixel2isdf" / "checkpoint.pt",
+                     cache=results / "cache" / f"{s}.h5", output=out / f"{s}.ply",
+                     report=out / f"{s}.json", train_model=job["train_model"],
+                     params=job["params"]) for s in job["subjects"]}
+elif job["stage"] == "train":
+    from pipeline.train import run
+    caches = Path(job["results"]) / "cache"
+    calls = {"run": dict(train_caches=[caches / f"{s}.h5" for s in job["subjects"]],
+                         val_caches=[caches / f"{s}.h5" for s in job["val"]],
+                         held_out=job["held_out"], output=out / "checkpoint.pt",
+                         normal=Path(job["results"]) / "train" / "normal_net" / "checkpoint.pt",
+                         summary=out / "train.json", params=job["params"])}
 else:
     from pipeline.colour import run
     results, truth = Path(job["results"]), Path(job["truth"])
@@ -138,20 +160,52 @@ def differing_h5(a: Path, b: Path) -> list[str]:
     return out
 
 
+def differing_checkpoints(a: Path, b: Path) -> list[str]:
+    """The weights and optimiser-state tensors (``model:<name>``, ``optimizer``) that differ
+    between two training checkpoints."""
+    import torch
+
+    x, y = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    out = [f"model:{k}" for k in sorted(set(x["model"]) ^ set(y["model"]))]
+    out += [f"model:{k}" for k in sorted(set(x["model"]) & set(y["model"]))
+            if not torch.equal(x["model"][k], y["model"][k])]
+
+    def tensors(state: object) -> list:
+        if isinstance(state, dict):
+            return [t for k in sorted(state, key=str) for t in tensors(state[k])]
+        if isinstance(state, (list, tuple)):
+            return [t for v in state for t in tensors(v)]
+        return [state] if isinstance(state, torch.Tensor) else []
+
+    ox, oy = tensors(x["optimizer"]), tensors(y["optimizer"])
+    if len(ox) != len(oy) or any(not torch.equal(s, t) for s, t in zip(ox, oy, strict=True)):
+        out.append("optimizer")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=["synthesize", "cache", "colour"])
+    parser.add_argument("stage", choices=["synthesize", "cache", "colour", "reconstruct",
+                                          "train"])
     parser.add_argument("--config", type=Path, default=Path("config.yaml"))
     parser.add_argument("--baseline", required=True, help="the commit to compare with")
     parser.add_argument("--subjects", nargs="*", help="default: every subject of the config")
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose <stage>_speed section to rewrite")
+    parser.add_argument("--steps", type=int, default=60,
+                        help="train: the steps of the run (no early stop; default 60)")
     args = parser.parse_args()
     config = load_config(args.config)
     dataset = config["data"]["dataset"]
-    subjects = args.subjects or list(config["data"]["subjects"])
+    data = config["data"]
+    subjects = args.subjects or [s for s in data["subjects"] if args.stage != "train" or s not in
+                                 {*data["val_subjects"], *data["test_subjects"]}]
     params = stage_params(config, args.stage)
+    if args.stage == "train":
+        params["run"] = {**params["run"], "steps": args.steps, "patience": None}
     job = {"stage": args.stage, "subjects": subjects, "params": params,
+           "val": data["val_subjects"], "held_out": data["test_subjects"],
+           "train_model": json.dumps(config["train"]["model"], sort_keys=True),
            "results": str((Path(config["results"]) / dataset).resolve()),
            "truth": str((Path(config["data"]["root"]) / dataset / "truth").resolve())}
     seconds: dict[str, float] = {}
@@ -165,22 +219,34 @@ def main() -> int:
             per_subject = run_in(tree, {**job, "out": str(outs[name])})
             seconds[name] = statistics.fmean(per_subject.values())
         base_out, now_out = outs[f"baseline {args.baseline}"], outs["now"]
-        if args.stage in ("synthesize", "colour"):
-            changed = differing_files(base_out, now_out, timed_json=args.stage == "colour")
+        if args.stage in ("synthesize", "colour", "reconstruct"):
+            changed = differing_files(base_out, now_out, timed_json=args.stage != "synthesize")
+        elif args.stage == "train":
+            changed = differing_checkpoints(base_out / "checkpoint.pt",
+                                            now_out / "checkpoint.pt")
         else:
             changed = [d for s in subjects
                        for d in differing_h5(base_out / f"{s}.h5", now_out / f"{s}.h5")]
     base, now = seconds[f"baseline {args.baseline}"], seconds["now"]
     threads = f", {args.stage}.threads {params['threads']}" if "threads" in params else ""
-    lines = [f"`{args.stage}` of {len(subjects)} subjects ({', '.join(subjects)}) of "
+    if args.stage == "train":
+        threads = f", train.run.threads {params['run']['threads']}"
+        what = f"{args.steps} steps on {len(subjects)} subjects ({', '.join(subjects)})"
+    else:
+        what = f"{len(subjects)} subjects ({', '.join(subjects)})"
+    lines = [f"`{args.stage}` of {what} of "
              f"{args.config}{threads}, {os.cpu_count()} CPU cores here, one tree after the "
              "other; seconds inside the process (no start-up).", "",
-             "| code | s per subject |", "|---|---|"]
+             "| code | s per " + ("run" if args.stage == "train" else "subject") + " |",
+             "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     same = {"synthesize": "the same outputs (every file byte for byte)",
             "cache": "the same outputs (every dataset and attribute)",
             "colour": "the same outputs (the meshes and figures byte for byte, the reports "
-                      "value for value but for their seconds)"}[args.stage]
+                      "value for value but for their seconds)",
+            "reconstruct": "the same outputs (the meshes byte for byte, the reports value for "
+                           "value but for their seconds)",
+            "train": "the same weights and optimiser state, tensor for tensor"}[args.stage]
     lines += ["", f"Ratio: {now / base:.2f}× the seconds; "
               + (same if not changed else f"{len(changed)} outputs differ: "
                  + ", ".join(changed[:12]) + (" …" if len(changed) > 12 else "")) + "."]

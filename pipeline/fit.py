@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.cpu import use_cpu
 from pipeline.bodymodel import make_body_model
 from pipeline.errors import PipelineError
 from pipeline.fitting.inputs import SubjectInput, load_subject
@@ -143,7 +144,7 @@ def fit_to_files(*, subject: str, manifest: Path, crops: Path, masks: Path, keyp
     """Fit one subject and write its npz, report and overlays (see the module docstring);
     ``height_m``: the person's known standing height (``fit.height_m``)."""
     torch.manual_seed(int(params.get("seed", 0)))
-    torch.set_num_threads(int(params.get("threads", 1)))
+    use_cpu(int(params.get("threads", 1)))
     actions = sorted(read_json(manifest).get("actions", {}))
     if not actions:
         raise PipelineError(f"{manifest}: subject {subject} has no actions")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from skimage.measure import marching_cubes
 
+from models.cpu import use_cpu
 from models.grid_eval import evaluate_grid
 from models.pifu import PifuNet, get_model
 from models.pifu.data import PifuDataset, clip_frames
@@ -97,7 +98,7 @@ def reconstruct(*, model: str, checkpoint: Path, cache: Path, output: Path,
                 params: dict[str, Any]) -> dict[str, Any]:
     """Posed meshes of one test subject: ``output/<action>_<view>.ply`` (camera frame) and
     ``output/recon.json`` (per mesh: frame, view, camera-to-world, queries, seconds)."""
-    torch.set_num_threads(params["threads"])
+    use_cpu(params["threads"])
     device = resolve_device(params["device"], World())
     net = load_pifu(checkpoint, model, device)
     dataset = PifuDataset([cache], temporal=net.cfg.temporal, window=net.cfg.window,
@@ -229,7 +230,7 @@ def evaluate(*, model: str, checkpoint: Path, caches: list[Path], recons: list[P
     """One model's Table 2 scores on the test subjects' held-out points and its posed
     reconstructions' Chamfer/P2S → ``output`` (JSON)."""
     start = time.perf_counter()
-    torch.set_num_threads(params["threads"])
+    use_cpu(params["threads"])
     device = resolve_device(params["device"], World())
     net = load_pifu(checkpoint, model, device)
     scores, items = held_out_scores(net, caches, params, device)

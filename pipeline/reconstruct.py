@@ -26,6 +26,7 @@ import torch
 from skimage.measure import marching_cubes
 
 from models.cache_io import canonical_body, load_index
+from models.cpu import use_cpu
 from models.data import Pixel2ISDFDataset, select_views
 from models.grid_eval import GridResult, evaluate_grid
 from models.pixel2isdf import Pixel2ISDF, get_model
@@ -137,7 +138,7 @@ def run(*, checkpoint: Path, cache: Path, output: Path, report: Path, split: str
     """Reconstruct one subject (see the module docstring); ``split`` labels it train/test.
     ``train_model``: the config's ``train.model`` as JSON; the checkpoint must match it."""
     start = time.perf_counter()
-    torch.set_num_threads(params["threads"])
+    use_cpu(params["threads"])
     device = resolve_device(params["device"], World())
     expected = None if train_model is None else json.loads(train_model)
     model = load_model(checkpoint, device, expected)

@@ -49,3 +49,22 @@ def test_differing_files_compares_reports_without_their_seconds(tmp_path: Path) 
     assert stage_speed.differing_files(a, b) == ["r.json"]
     (b / "r.json").write_text('{"model": {"seconds": 0.7, "held_out": {"psnr": 20.5}}}')
     assert stage_speed.differing_files(a, b, timed_json=True) == ["r.json"]
+
+
+def test_differing_checkpoints_names_weights_and_optimiser_state(tmp_path: Path) -> None:
+    import torch
+
+    stage_speed = load_benchmark("stage_speed")
+    model = {"w": torch.ones(2), "b": torch.zeros(1)}
+    state = {"state": {0: {"exp_avg": torch.ones(2), "step": torch.tensor(3.0)}},
+             "param_groups": [{"lr": 1e-3, "params": [0]}]}
+    paths = {}
+    for name, w, avg in (("a", 1.0, 1.0), ("b", 1.0, 1.0), ("c", 2.0, 1.0), ("d", 1.0, 0.5)):
+        paths[name] = tmp_path / f"{name}.pt"
+        optimizer = {**state, "state": {0: {**state["state"][0],
+                                            "exp_avg": torch.full((2,), avg)}}}
+        torch.save({"model": {**model, "w": torch.full((2,), w)}, "optimizer": optimizer},
+                   paths[name])
+    assert stage_speed.differing_checkpoints(paths["a"], paths["b"]) == []
+    assert stage_speed.differing_checkpoints(paths["a"], paths["c"]) == ["model:w"]
+    assert stage_speed.differing_checkpoints(paths["a"], paths["d"]) == ["optimizer"]

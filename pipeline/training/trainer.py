@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.cache_io import SCHEMA_VERSION
+from models.cpu import use_cpu
 from models.timing import SectionTimer
 from pipeline.errors import PipelineError
 from pipeline.training.checkpoint import (
@@ -258,7 +259,7 @@ def _train(task: Task, run: RunParams, world: World, *, output: Path, summary: P
     if run.batch_size % world.size:
         raise PipelineError(f"batch_size {run.batch_size} is not divisible by the {world.size} "
                             "processes")
-    torch.set_num_threads(run.threads)
+    use_cpu(run.threads)
     device = resolve_device(run.device, world)
     if device.type == "cpu":
         # Same config, same weights: without this, a CPU run differed from its repeat in about
