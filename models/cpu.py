@@ -2,10 +2,9 @@
 
 The SDF head's softplus (β = 100) underflows for most activations far from the surface, and
 x86 cores handle subnormal (denormal) floats in microcode, many times slower than normal ones:
-on the demo, a Pixel2ISDF training step took 0.62 s with them and 0.32 s without, and a
-reconstruction's grid 19.4 s against 10.3 s. Flushing them to zero changed no output we
-compared (a 60-step training's weights, every reconstructed mesh, byte for byte:
-``benchmarks/stage_speed.py``, docs/results.md "Subnormal floats"). A GPU is not affected.
+flushed to zero, the demo's Pixel2ISDF training and its reconstructions take about half
+the time, with the same weights and meshes, byte for byte (``benchmarks/stage_speed.py
+train`` and ``reconstruct``, docs/results.md "Subnormal floats"). A GPU is not affected.
 """
 
 from __future__ import annotations
