@@ -8,10 +8,12 @@ trees wrote the same outputs.
     .venv/bin/python benchmarks/stage_speed.py colour --baseline ec03315
     .venv/bin/python benchmarks/stage_speed.py reconstruct --baseline 2e8285b
     .venv/bin/python benchmarks/stage_speed.py train --baseline 2e8285b --steps 60
+    .venv/bin/python benchmarks/stage_speed.py train_normal --baseline 2e8285b --steps 60
 
 Each tree (this one, and ``--baseline REV`` exported by ``git archive``) runs the stage's own
 call (``pipeline.synthesize.stage.run``, ``pipeline.cache.run``, ``pipeline.colour.run``,
-``pipeline.reconstruct.run`` or ``pipeline.train.run``) for every subject (the training: once,
+``pipeline.reconstruct.run``, ``pipeline.train.run`` or ``run_normal``) for every subject (a
+training: once,
 on the config's training subjects, validated on its validation subjects, ``--steps`` steps
 without early stopping) in a
 child process of its own code (``PYTHONSAFEPATH=1``, its folder first on ``PYTHONPATH``), one
@@ -26,7 +28,7 @@ caches and checkpoints of ``make demo``. The outputs go to a temporary folder an
 - colour: the coloured meshes and the figure byte for byte, the report's JSON value for
   value but for its ``seconds``;
 - reconstruct: the meshes byte for byte, the reports value for value but for their seconds;
-- train: the checkpoints' weights and optimiser state, tensor for tensor.
+- train, train_normal: the checkpoints' weights and optimiser state, tensor for tensor.
 
 A changed output is named, and the script exits 1: a speed-up that changes what a stage
 writes has to say why (issue 29 asks for byte-identical synthesis).
@@ -74,14 +76,17 @@ elif job["stage"] == "reconstruct":
                      cache=results / "cache" / f"{s}.h5", output=out / f"{s}.ply",
                      report=out / f"{s}.json", train_model=job["train_model"],
                      params=job["params"]) for s in job["subjects"]}
-elif job["stage"] == "train":
-    from pipeline.train import run
+elif job["stage"] in ("train", "train_normal"):
+    from pipeline.train import run, run_normal
     caches = Path(job["results"]) / "cache"
-    calls = {"run": dict(train_caches=[caches / f"{s}.h5" for s in job["subjects"]],
-                         val_caches=[caches / f"{s}.h5" for s in job["val"]],
-                         held_out=job["held_out"], output=out / "checkpoint.pt",
-                         normal=Path(job["results"]) / "train" / "normal_net" / "checkpoint.pt",
-                         summary=out / "train.json", params=job["params"])}
+    call = dict(train_caches=[caches / f"{s}.h5" for s in job["subjects"]],
+                val_caches=[caches / f"{s}.h5" for s in job["val"]], held_out=job["held_out"],
+                output=out / "checkpoint.pt", summary=out / "train.json", params=job["params"])
+    if job["stage"] == "train":
+        call["normal"] = Path(job["results"]) / "train" / "normal_net" / "checkpoint.pt"
+    else:
+        run = run_normal
+    calls = {"run": call}
 else:
     from pipeline.colour import run
     results, truth = Path(job["results"]), Path(job["truth"])
@@ -186,7 +191,7 @@ def differing_checkpoints(a: Path, b: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=["synthesize", "cache", "colour", "reconstruct",
-                                          "train"])
+                                          "train", "train_normal"])
     parser.add_argument("--config", type=Path, default=Path("config.yaml"))
     parser.add_argument("--baseline", required=True, help="the commit to compare with")
     parser.add_argument("--subjects", nargs="*", help="default: every subject of the config")
@@ -198,10 +203,11 @@ def main() -> int:
     config = load_config(args.config)
     dataset = config["data"]["dataset"]
     data = config["data"]
-    subjects = args.subjects or [s for s in data["subjects"] if args.stage != "train" or s not in
-                                 {*data["val_subjects"], *data["test_subjects"]}]
+    trains = args.stage.startswith("train")
+    held = {*data["val_subjects"], *data["test_subjects"]} if trains else set()
+    subjects = args.subjects or [s for s in data["subjects"] if s not in held]
     params = stage_params(config, args.stage)
-    if args.stage == "train":
+    if trains:
         params["run"] = {**params["run"], "steps": args.steps, "patience": None}
     job = {"stage": args.stage, "subjects": subjects, "params": params,
            "val": data["val_subjects"], "held_out": data["test_subjects"],
@@ -221,7 +227,7 @@ def main() -> int:
         base_out, now_out = outs[f"baseline {args.baseline}"], outs["now"]
         if args.stage in ("synthesize", "colour", "reconstruct"):
             changed = differing_files(base_out, now_out, timed_json=args.stage != "synthesize")
-        elif args.stage == "train":
+        elif trains:
             changed = differing_checkpoints(base_out / "checkpoint.pt",
                                             now_out / "checkpoint.pt")
         else:
@@ -229,15 +235,15 @@ def main() -> int:
                        for d in differing_h5(base_out / f"{s}.h5", now_out / f"{s}.h5")]
     base, now = seconds[f"baseline {args.baseline}"], seconds["now"]
     threads = f", {args.stage}.threads {params['threads']}" if "threads" in params else ""
-    if args.stage == "train":
-        threads = f", train.run.threads {params['run']['threads']}"
+    if trains:
+        threads = f", {args.stage}.run.threads {params['run']['threads']}"
         what = f"{args.steps} steps on {len(subjects)} subjects ({', '.join(subjects)})"
     else:
         what = f"{len(subjects)} subjects ({', '.join(subjects)})"
     lines = [f"`{args.stage}` of {what} of "
              f"{args.config}{threads}, {os.cpu_count()} CPU cores here, one tree after the "
              "other; seconds inside the process (no start-up).", "",
-             "| code | s per " + ("run" if args.stage == "train" else "subject") + " |",
+             "| code | s per " + ("run" if trains else "subject") + " |",
              "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     same = {"synthesize": "the same outputs (every file byte for byte)",
@@ -246,7 +252,8 @@ def main() -> int:
                       "value for value but for their seconds)",
             "reconstruct": "the same outputs (the meshes byte for byte, the reports value for "
                            "value but for their seconds)",
-            "train": "the same weights and optimiser state, tensor for tensor"}[args.stage]
+            "train": "the same weights and optimiser state, tensor for tensor",
+            "train_normal": "the same weights and optimiser state, tensor for tensor"}[args.stage]
     lines += ["", f"Ratio: {now / base:.2f}× the seconds; "
               + (same if not changed else f"{len(changed)} outputs differ: "
                  + ", ".join(changed[:12]) + (" …" if len(changed) > 12 else "")) + "."]

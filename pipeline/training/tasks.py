@@ -83,8 +83,10 @@ class NormalTask:
         size = self.cfg.input_size
         image = resize(as_float_image(batch["images"]), size)
         alpha = resize(as_float_image(batch["alphas"]), size)
-        target = F.interpolate(decode_normals(batch["normals"]), size=(size, size),
-                               mode="nearest")
+        # Nearest sampling picks whole pixels, so picking the encoded ones first and decoding
+        # those gives the same targets as decoding all of them first, 16x fewer at 512 -> 128.
+        target = decode_normals(F.interpolate(batch["normals"], size=(size, size),
+                                              mode="nearest"))
         mask = (alpha > 0.5) & (target.abs().sum(dim=1, keepdim=True) > 0)
         return model(image, alpha), target, mask
 
