@@ -9,6 +9,7 @@ train`` and ``reconstruct``, docs/results.md "Subnormal floats"). A GPU is not a
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -20,5 +21,7 @@ def use_cpu(threads: int) -> None:
     """
     if threads < 1:
         raise ValueError(f"need threads >= 1, got {threads}")
+    for dtype in (np.float16, np.float32, np.float64):
+        np.finfo(dtype)  # numpy measures its float limits once: before the flush, correctly
     torch.set_flush_denormal(True)  # False where the CPU lacks the mode (no SSE3): harmless
     torch.set_num_threads(threads)

@@ -14,13 +14,15 @@ from models.cpu import use_cpu
 # 1e-30 × 1e-10 = 1e-40 is subnormal in float32; softplus(β = 100) of -0.9 is ~8e-42,
 # the case that slowed the SDF head (docs/results.md "Subnormal floats").
 CHILD = """
-import torch, torch.nn.functional as F
+import warnings
+import numpy as np, torch, torch.nn.functional as F
 from models.cpu import use_cpu
+warnings.simplefilter("error")
 if {use}:
     use_cpu(1)
 tiny = float((torch.tensor([1e-30]) * torch.tensor([1e-10]))[0])
 soft = float(F.softplus(torch.tensor([-0.9]), beta=100)[0])
-print(tiny, soft, torch.get_num_threads())
+print(tiny, soft, torch.get_num_threads(), np.finfo(np.float64).smallest_subnormal)
 """
 
 
@@ -31,9 +33,10 @@ def _child(use: bool) -> list[float]:
 
 
 def test_use_cpu_flushes_subnormals_to_zero_and_sets_threads() -> None:
-    tiny, soft, threads = _child(use=True)
+    tiny, soft, threads, subnormal = _child(use=True)
     assert tiny == 0.0 and soft == 0.0 and threads == 1
-    tiny, soft, _ = _child(use=False)  # the same operations keep their subnormals without it
+    assert subnormal == 5e-324  # numpy's limits stay right (and it warns of nothing)
+    tiny, soft, _, _ = _child(use=False)  # the same operations keep their subnormals without it
     assert 0.0 < tiny < 1.2e-38 and 0.0 < soft < 1.2e-38
 
 
