@@ -304,9 +304,9 @@ def sdf_volume(vertices: np.ndarray, faces: np.ndarray, resolution: int, padding
     points = lo + np.stack([xx, yy, zz], axis=-1).reshape(-1, 3) * (hi - lo)
     shape = (resolution, resolution, resolution)
     values = _sdf(v, f, points, chunk).reshape(shape)
-    # A sliding-midpoint tree of 64-point leaves answers the grid's far points 2.7x faster
-    # than the default balanced one, with the same nearest vertices (benchmarks/
-    # stage_speed.py cache compares every dataset).
+    # A sliding-midpoint tree of 64-point leaves answers the grid's far points several times
+    # faster than scipy's default balanced one, with the same nearest vertices (docs/
+    # results.md "cache_speed": benchmarks/stage_speed.py cache compares every dataset).
     tree = cKDTree(v, leafsize=64, balanced_tree=False, compact_nodes=False)
     nearest = tree.query(points, workers=-1)[1].astype(np.int32).reshape(shape)
     return {"values": values, "nearest": nearest, "lo": lo, "hi": hi}
