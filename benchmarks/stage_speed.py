@@ -13,11 +13,10 @@ trees wrote the same outputs.
 Each tree (this one, and ``--baseline REV`` exported by ``git archive``) runs the stage's own
 call (``pipeline.synthesize.stage.run``, ``pipeline.cache.run``, ``pipeline.colour.run``,
 ``pipeline.reconstruct.run``, ``pipeline.train.run`` or ``run_normal``) for every subject (a
-training: once,
-on the config's training subjects, validated on its validation subjects, ``--steps`` steps
-without early stopping) in a
-child process of its own code (``PYTHONSAFEPATH=1``, its folder first on ``PYTHONPATH``), one
-tree after the other, with the config's section. The seconds are timed inside the child, so
+training: once, on the config's training subjects, validated on its validation subjects,
+``--steps`` steps without early stopping) in a child process of its own code
+(``PYTHONSAFEPATH=1``, its folder first on ``PYTHONPATH``), one tree after the other, with the
+config's section. The seconds are timed inside the child, so
 interpreter start and imports are left out of both. ``cache`` needs the fit, crops and masks
 of ``make demo`` (``--config``'s results) and the synthetic truth; ``colour`` the
 reconstructions and caches of ``make demo`` and the truth; ``reconstruct`` and ``train`` the
@@ -198,7 +197,7 @@ def main() -> int:
     parser.add_argument("--write", nargs="*", type=Path, default=[],
                         help="Markdown files whose <stage>_speed section to rewrite")
     parser.add_argument("--steps", type=int, default=60,
-                        help="train: the steps of the run (no early stop; default 60)")
+                        help="train, train_normal: the run's steps (no early stop; default 60)")
     args = parser.parse_args()
     config = load_config(args.config)
     dataset = config["data"]["dataset"]
