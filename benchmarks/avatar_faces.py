@@ -27,10 +27,11 @@ import torch
 
 from pipeline.colouring.texture import bake, chart_groups, decimate, unwrap
 from pipeline.config import load_config, stage_params
-from pipeline.export import read_fit, vertex_weights
+from pipeline.export import vertex_weights
 from pipeline.meshio import read_ply
 from pipeline.metrics import compare_meshes
 from pipeline.results_doc import publish
+from pipeline.submission import read_fit
 
 
 def one(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, budget: int,

@@ -39,10 +39,11 @@ from pipeline.colour import read_views, repose_like_body, to_srgb, view_samples
 from pipeline.colouring.texture import decimate
 from pipeline.colouring.views import Weights
 from pipeline.config import load_config, stage_params
-from pipeline.export import read_fit, textured, vertex_weights
+from pipeline.export import textured, vertex_weights
 from pipeline.io import read_json
 from pipeline.meshio import read_ply
 from pipeline.results_doc import publish
+from pipeline.submission import read_fit
 
 
 def reconstruct_seconds(results: Path, subject: str, config: dict) -> float:

@@ -57,6 +57,11 @@ STAGES = (
     Stage("train_normal", "train/normal_net", "fixed"),
     Stage("train", "train/pixel2isdf", "fixed"),
     Stage("reconstruct", "recon/pixel2isdf", "test_subjects"),
+    # Since issue 29's last slice, one job a reconstruction: evaluate, render, selfcheck,
+    # colour and export (the five rows below it are runs of older code).
+    Stage("assess", "eval/pixel2isdf report/render report/selfcheck report/colour "
+          "recon/pixel2isdf/coloured recon/pixel2isdf/fitted_body recon/pixel2isdf/reposed",
+          "test_subjects", "assess/pixel2isdf"),
     Stage("selfcheck", "eval/pixel2isdf", "test_subjects", "selfcheck/pixel2isdf"),
     Stage("export_avatar", "recon/pixel2isdf", "test_subjects", "export_avatar/pixel2isdf"),
     Stage("render_recon", "report/render", "test_subjects", "render_recon/pixel2isdf"),

@@ -84,6 +84,9 @@ STAGES: dict[str, Stage] = {
                              "Snakefile checks a given checkpoint by, without its weights)"),
     "reconstruct": Stage("pipeline.reconstruct:run", "reconstruct",
                          "a subject's canonical mesh from the trained Pixel2ISDF"),
+    "assess": Stage("pipeline.assess:run", ("colour", "fit", "export", "report", "evaluate"),
+                    "everything after a reconstruction in one process: evaluate and render "
+                    "(with a truth), selfcheck, colour and the avatar export"),
     "evaluate": Stage("pipeline.evaluate:run", "evaluate",
                       "score a reconstruction and both body baselines against the truth"),
     "selfcheck": Stage("pipeline.selfcheck:run", None,
@@ -93,7 +96,7 @@ STAGES: dict[str, Stage] = {
                     "held-out-view and truth colour measures"),
     "export": Stage("pipeline.export:run", ("fit", "export"),
                     "a reconstruction as a skinned glTF avatar (.glb) on the fitted body's bones"),
-    "export-dataset": Stage("pipeline.export:run_dataset", "fit",
+    "export-dataset": Stage("pipeline.submission:run_dataset", "fit",
                             "a reconstruction and its fitted body as OBJ in the data set's "
                             "frame, pose and unit (data.frame)"),
     "evaluate-summary": Stage("pipeline.evaluate:summarize", "evaluate",

@@ -12,24 +12,27 @@ is the canonical reconstruction upright. Influences are written in sets of four
 (``JOINTS_n``/``WEIGHTS_n``), as many sets as the most-influenced vertex needs, so no weight
 is dropped. Inverse bind matrices are the inverses of the joints' rest global transforms.
 
+The rig comes from the fit file alone (``bone_names``, ``bone_parents``, ``bone_bind``,
+``skinning_weights``: :func:`read_rig`), so this module imports neither torch nor a body
+model; a fit file written before the rig was stored falls back to building the body model.
+The data set's OBJ export (``export-dataset``) is :mod:`pipeline.submission`.
+
 Reading back: :func:`read_accessor` (the round-trip test, ``tests/test_export.py``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from pipeline.bodymodel import make_body_model
 from pipeline.colouring.texture import (
     MAX_TEXTURE_SIZE,
     Atlas,
@@ -39,10 +42,8 @@ from pipeline.colouring.texture import (
     unwrap,
 )
 from pipeline.errors import PipelineError
-from pipeline.frames import DatasetFrame
 from pipeline.io import atomic_path, read_json
-from pipeline.meshio import read_ply, write_obj
-from pipeline.registration import PosedBody, pose_body, repose
+from pipeline.meshio import read_ply
 from pipeline.selfcheck import nearest_body_vertex
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def read_accessor(gltf: Any, index: int) -> np.ndarray:
                          offset=start).reshape(accessor.count, width)
 
 
-def _with_surface(mesh: Path, recon: Path) -> dict[str, Any]:
+def with_surface(mesh: Path, recon: Path) -> dict[str, Any]:
     """The reconstruction's report; PipelineError when it has no surface to export."""
     summary = read_json(recon)
     if not summary.get("surface", False):
@@ -220,53 +221,68 @@ def _with_surface(mesh: Path, recon: Path) -> dict[str, Any]:
     return summary
 
 
-def read_fit(fit: Path, params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], Any]:
-    """The fit file's body arrays and its body model (``params``: the ``fit`` section)."""
-    try:
-        with np.load(fit, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in ("body_model", "bone_names", "shape",
-                                          "canonical_vertices", "skinning_weights")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise PipelineError(f"cannot read the fit file {fit}: {exc}; rerun the fit") from exc
+@dataclass(frozen=True)
+class Rig:
+    """A fitted body's skin, as the fit file holds it: the body model's ``name``, the B
+    bones' ``names``, ``parents`` ``(B,)`` int64 (-1: a root) and canonical frames ``bind``
+    ``(B, 4, 4)`` float64 (:class:`pipeline.bodymodel.Skeleton`), the canonical body
+    ``vertices`` ``(N, 3)`` and its skinning ``weights`` ``(N, B)``."""
+
+    name: str
+    names: list[str]
+    parents: np.ndarray
+    bind: np.ndarray
+    vertices: np.ndarray
+    weights: np.ndarray
+
+
+RIG_KEYS = ("body_model", "bone_names", "shape", "canonical_vertices", "skinning_weights")
+"""The fit file's arrays every export reads."""
+SKELETON_KEYS = ("bone_parents", "bone_bind")
+"""The fit file's stored skeleton (written by :func:`pipeline.fit.fit_arrays`)."""
+
+
+def model_skeleton(fit: Path, arrays: Mapping[str, np.ndarray],
+                   params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(B,)`` parents and ``(B, 4, 4)`` bind frames of the fitted shape, from the body
+    model (built with ``params``, the ``fit`` section): for a fit file without a stored
+    skeleton. The only place this module imports torch and the body model."""
+    import torch
+
+    from pipeline.bodymodel import make_body_model
+
     name = str(arrays["body_model"])
     model = make_body_model(name, params.get(name, {}))
     if list(model.bone_names) != arrays["bone_names"].tolist():
         raise PipelineError(f"{fit}: its bones are not those of the body model {name!r} here "
                             "(another model version?); rerun the fit")
-    return arrays, model
+    skeleton = model.skeleton(torch.from_numpy(arrays["shape"]))
+    return skeleton.parents, skeleton.bind
 
 
-def to_dataset_frame(points: np.ndarray, body: PosedBody, frame: DatasetFrame) -> np.ndarray:
-    """Canonical points ``(N, 3)`` near a body → the data set's frame: reposed into its
-    stated pose by the body's skinning, moved to its origin, turned to its axes and scaled
-    to its unit (the inverse of the register stage's map, by the fitted body)."""
-    posed = repose(points, body.canonical, body.transforms)
-    if frame.origin == "pelvis":
-        posed = posed - body.pelvis
-    return posed @ frame.axes().T / frame.unit_m
-
-
-def run_dataset(*, mesh: Path, recon: Path, fit: Path, frame: str, output: Path,
-                body_output: Path, params: dict[str, Any]) -> None:
-    """Write a reconstruction (``output``) and its fitted body (``body_output``) as OBJ in
-    the data set's frame, pose and unit (``frame``: ``data.frame`` as JSON), as a submission
-    to its benchmark needs them: by the subject's fitted body, no scan read.
-
-    ``params``: the ``fit`` section (the body model and its options).
-    """
-    summary = _with_surface(mesh, recon)
-    arrays, model = read_fit(fit, params)
-    stated = DatasetFrame.from_config(json.loads(frame))
-    body = pose_body(model, torch.from_numpy(arrays["shape"]),
-                     model.pose_from_degrees(stated.body_pose().as_dict()))
-    loaded = read_ply(mesh)
-    vertices = to_dataset_frame(np.asarray(loaded.vertices), body, stated)
-    body_vertices = to_dataset_frame(body.canonical, body, stated)
-    write_obj(output, vertices, np.asarray(loaded.faces))
-    write_obj(body_output, body_vertices, model.faces)
-    log.info("%s: wrote %s and %s in the data set's frame (%s up, %s pose, unit %g m)",
-             summary.get("subject", mesh.stem), output, body_output, stated.up, stated.pose,
-             stated.unit_m)
+def read_rig(fit: Path, params: Mapping[str, Any]) -> Rig:
+    """The fitted body's rig from the fit file ``fit``; for a file that predates the stored
+    skeleton (no ``bone_parents`` / ``bone_bind``), the skeleton from the body model
+    (:func:`model_skeleton`, ``params``: the ``fit`` section)."""
+    try:
+        with np.load(fit, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in RIG_KEYS}
+            stored = {k: npz[k] for k in SKELETON_KEYS if k in npz.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise PipelineError(f"cannot read the fit file {fit}: {exc}; rerun the fit") from exc
+    if len(stored) == len(SKELETON_KEYS):
+        parents, bind = stored["bone_parents"], stored["bone_bind"]
+    elif stored:
+        raise PipelineError(f"cannot read the fit file {fit}: it has {', '.join(stored)} but "
+                            f"not all of {', '.join(SKELETON_KEYS)}; rerun the fit")
+    else:
+        log.info("%s: the fit predates the stored skeleton (no %s): building the body model "
+                 "for the bones", fit, " / ".join(SKELETON_KEYS))
+        parents, bind = model_skeleton(fit, arrays, params)
+    return Rig(name=str(arrays["body_model"]), names=arrays["bone_names"].tolist(),
+               parents=np.asarray(parents, dtype=np.int64),
+               bind=np.asarray(bind, dtype=np.float64),
+               vertices=arrays["canonical_vertices"], weights=arrays["skinning_weights"])
 
 
 def textured(full: np.ndarray, full_faces: np.ndarray, colours: np.ndarray,
@@ -287,37 +303,36 @@ def textured(full: np.ndarray, full_faces: np.ndarray, colours: np.ndarray,
 def run(*, mesh: Path, recon: Path, fit: Path, output: Path, params: dict[str, Any]) -> dict:
     """Export one subject's canonical reconstruction as a skinned ``.glb`` (``output``).
 
-    ``mesh``: the reconstruction, coloured (the colour stage's) or not. ``params``: the
-    ``fit`` section (the body model and its options, for the bone tree) and the ``export``
-    section: ``faces`` (decimate to about this many faces first; null: keep them all),
-    ``texture_size`` (the side of the baked texture of a coloured mesh).
+    ``mesh``: the reconstruction, coloured (the colour stage's) or not; ``fit``: the fit
+    file, whose rig the avatar gets (:func:`read_rig`). ``params``: the ``fit`` section (the
+    body model and its options, read only for a fit file without a stored skeleton) and the
+    ``export`` section: ``faces`` (decimate to about this many faces first; null: keep them
+    all), ``texture_size`` (the side of the baked texture of a coloured mesh).
     """
     fit_params, settings = params["fit"], params.get("export", {})
-    summary = _with_surface(mesh, recon)
-    arrays, model = read_fit(fit, fit_params)
-    name = model.name
-    skeleton = model.skeleton(torch.from_numpy(arrays["shape"]))
+    summary = with_surface(mesh, recon)
+    rig = read_rig(fit, fit_params)
     loaded = read_ply(mesh)
     full, full_faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
     target = settings.get("faces")
     vertices, faces = decimate(full, full_faces, int(target)) if target else (full, full_faces)
-    weights = vertex_weights(vertices, arrays["canonical_vertices"], arrays["skinning_weights"])
+    weights = vertex_weights(vertices, rig.vertices, rig.weights)
     texture = None
     if loaded.visual.kind == "vertex":
         size = int(settings.get("texture_size", 1024))
         atlas, image = textured(full, full_faces, np.asarray(loaded.visual.vertex_colors)[:, :3]
-                                / 255.0, vertices, faces, weights, skeleton.parents, size)
+                                / 255.0, vertices, faces, weights, rig.parents, size)
         png = io.BytesIO()
         Image.fromarray(image).save(png, format="PNG", optimize=False)
         vertices, faces, texture = atlas.vertices, atlas.faces, (atlas.uvs, png.getvalue())
         weights = weights[atlas.source]
-    gltf = avatar_gltf(vertices, faces, weights, model.bone_names, skeleton.parents,
-                       skeleton.bind, z_up=UP_AXIS.get(name, 1) == 2, texture=texture)
+    gltf = avatar_gltf(vertices, faces, weights, rig.names, rig.parents, rig.bind,
+                       z_up=UP_AXIS.get(rig.name, 1) == 2, texture=texture)
     with atomic_path(output) as tmp:
         gltf.save_binary(str(tmp))
     out = {"subject": summary.get("subject", mesh.stem), "vertices": len(vertices),
            "faces": len(faces), "faces_before": len(full_faces),
-           "joints": len(model.bone_names), "textured": texture is not None,
+           "joints": len(rig.names), "textured": texture is not None,
            "influence_sets": math.ceil(int((weights > 0).sum(1).max()) / 4)}
     log.info("%s: wrote %s: %d vertices, %d faces (of %d), %d joints, %d influence set(s), %s",
              out["subject"], output, out["vertices"], out["faces"], out["faces_before"],

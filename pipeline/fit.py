@@ -52,9 +52,16 @@ def _strings(rows: list[list[str]], width: int) -> np.ndarray:
 
 
 def fit_arrays(subject: SubjectInput, result: FitResult, model: Any) -> dict[str, np.ndarray]:
-    """The npz content (see docs/fit.md)."""
+    """The npz content (see docs/fit.md), with the fitted body's rig: ``bone_parents``
+    ``(B,)`` int64 (-1: a root) and ``bone_bind`` ``(B, 4, 4)`` float64, each bone's frame in
+    the canonical body (:meth:`pipeline.bodymodel.BodyModel.skeleton` of the saved shape)."""
     n_views = subject.max_views()
     f32 = np.float32
+    shape = result.shape.astype(f32)
+    # The rig from the shape as saved (float32): the frames a reader of this file would get
+    # from the body model at this torch thread count, so an export need not build it
+    # (pipeline.export).
+    skeleton = model.skeleton(torch.from_numpy(shape))
     arrays = {
         "schema": np.array(SCHEMA), "body_model": np.array(model.name),
         "camera_model": np.array("calibrated" if "camera_K" in result.cameras
@@ -65,7 +72,9 @@ def fit_arrays(subject: SubjectInput, result: FitResult, model: Any) -> dict[str
         "view_valid": result.valid, "view_ok": result.view_ok,
         "joint_names": np.array(model.joint_names, dtype=str),
         "bone_names": np.array(model.bone_names, dtype=str),
-        "shape": result.shape.astype(f32), "pose": result.pose.astype(f32),
+        "bone_parents": np.asarray(skeleton.parents, dtype=np.int64),
+        "bone_bind": np.asarray(skeleton.bind, dtype=np.float64),
+        "shape": shape, "pose": result.pose.astype(f32),
         "global_orient": result.orient.astype(f32), "transl": result.transl.astype(f32),
         "posed_vertices": result.posed["vertices"].astype(f32),
         "posed_keypoints": result.posed["keypoints"].astype(f32),

@@ -1,6 +1,6 @@
 """Quality without truth: what can be said of a reconstruction from the subject's own inputs.
 
-The ``selfcheck`` stage (``rules/selfcheck.smk``, :func:`run`) runs them on each
+The ``selfcheck`` stage (:func:`run`; in the ``assess`` job, ``rules/assess.smk``) runs them on each
 reconstruction, with or without a scan of the subject:
 
 - **Reposing**: the canonical reconstruction carried into each input action by linear blend

@@ -1,6 +1,7 @@
 # Helpers shared by the rules: paths, wildcard constraints, stage parameters and targets.
 import json
 import re
+import shlex
 from pathlib import Path
 
 from pipeline.ablation import KEYPOINTS_ONLY_FIT, VARIANTS, merged
@@ -292,6 +293,76 @@ def truth_option(wildcards):
         ""
         if wildcards.subject in PREDICT_SUBJECTS
         else f"--truth {truth_of(wildcards)}"
+    )
+
+
+def any_of(names):
+    """A wildcard constraint matching exactly one of ``names`` (none: never matches)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def assess_inputs(wildcards):
+    """What the assess job reads: the reconstruction, the subject's cache and fit, and,
+    where the subject has one, its truth (and the data-set-frame meshes of a registered
+    data set, which it scores there too)."""
+    folder = RESULTS / "recon" / wildcards.model
+    inputs = {
+        "mesh": folder / f"{wildcards.subject}.ply",
+        "recon": folder / f"{wildcards.subject}.json",
+        "cache": RESULTS / "cache" / f"{wildcards.subject}.h5",
+        "fit": RESULTS / "fit" / f"{wildcards.subject}.npz",
+        "fit_report": RESULTS / "fit" / f"{wildcards.subject}.json",
+    }
+    if wildcards.subject not in PREDICT_SUBJECTS:
+        inputs["truth"] = truth_folder(wildcards.subject)
+        inputs.update(dataset_frame_inputs(wildcards))
+    return inputs
+
+
+def assess_output(truthed):
+    """The assess job's outputs (pipeline/assess.py); ``truthed``: with the scores and the
+    render beside the truth."""
+    recon, evals = RESULTS / "recon" / "{model}", RESULTS / "eval" / "{model}"
+    outputs = {
+        "selfcheck": evals / "{subject}.selfcheck.json",
+        "reposed": directory(recon / "reposed" / "{subject}"),
+        "overlays": directory(
+            RESULTS / "report" / "selfcheck" / "{model}" / "{subject}"
+        ),
+        "coloured": recon / "coloured" / "{subject}.ply",
+        "body_coloured": recon / "fitted_body" / "{subject}.ply",
+        "colour_report": evals / "{subject}.colour.json",
+        "colour_figure": report_figure("colour", "Colour"),
+        "avatar": recon / "{subject}.glb",
+    }
+    if truthed:
+        outputs["evaluation"] = evals / "{subject}.json"
+        outputs["render"] = report_figure("render", "Reconstructions")
+    return outputs
+
+
+def report_figure(name, category):
+    """A subject's figure under report/<name>/<model>/, flagged for `snakemake --report`
+    with the caption report/<name>.rst."""
+    return report(
+        RESULTS / "report" / name / "{model}" / "{subject}.png",
+        caption=f"report/{name}.rst",
+        category=category,
+        subcategory="{model}",
+        labels={"model": "{model}", "subject": "{subject}"},
+    )
+
+
+def assess_truth_options(wildcards, input, output):
+    """The assess options that read the truth: the truth folder, the scores' and the
+    render's files, the scans' settings and a registered data set's meshes (none for a
+    subject without a truth)."""
+    if "evaluation" not in output.keys():
+        return ""
+    return (
+        f"--truth {input.truth} --evaluation {output.evaluation}"
+        f" --render {output.render} --scans {shlex.quote(SCANS)} "
+        + dataset_frame_options(wildcards, input)
     )
 
 

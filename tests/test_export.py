@@ -1,10 +1,14 @@
 """The reposable avatar (pipeline/export.py): influences, joint hierarchy, and the .glb read
-back and posed as a glTF viewer poses it, against the pipeline's own reposing."""
+back and posed as a glTF viewer poses it, against the pipeline's own reposing; the rig read
+from the fit file without torch, and the body model's for an older fit file."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +138,18 @@ def test_glb_round_trip_rest_and_posed(tmp_path: Path, z_up: bool) -> None:
                                atol=1e-5)
 
 
-def _anny_subject(tmp_path: Path, model, shape: torch.Tensor,
-                  canonical: np.ndarray) -> tuple[Path, Path, Path]:
+def anny_subject(tmp_path: Path, model, shape: torch.Tensor, canonical: np.ndarray,
+                 skeleton: bool = True) -> tuple[Path, Path, Path]:
     """A fit file of an Anny body and its own canonical body as the reconstruction (with a
-    report saying it has a surface): ``(fit, mesh, recon)``."""
+    report saying it has a surface): ``(fit, mesh, recon)``. ``skeleton``: the file holds
+    the body's rig (``bone_parents``, ``bone_bind``) as the fit stage writes it; False: a
+    fit file from before it did."""
     fit = tmp_path / "s.npz"
+    rig = model.skeleton(shape) if skeleton else None
     np.savez(fit, body_model=np.array("anny"), bone_names=np.array(model.bone_names),
              shape=shape.numpy(), canonical_vertices=canonical.astype(np.float32),
-             skinning_weights=model.skinning_weights)
+             skinning_weights=model.skinning_weights,
+             **({"bone_parents": rig.parents, "bone_bind": rig.bind} if rig else {}))
     mesh, recon = tmp_path / "s.ply", tmp_path / "s.json"
     write_ply(mesh, canonical, model.faces)
     recon.write_text(json.dumps({"subject": "s", "surface": True}))
@@ -157,7 +165,7 @@ def _anny_posed(tmp_path: Path, lift: float):
     pose = model.neutral_pose()[None]
     out = model.forward(shape, pose, torch.tensor([[0.0, 0.0, 0.6]]),
                         torch.tensor([[lift, 0, 0]]))
-    return model, shape, canonical, out, _anny_subject(tmp_path, model, shape, canonical)
+    return model, shape, canonical, out, anny_subject(tmp_path, model, shape, canonical)
 
 
 def test_run_on_an_anny_fit_reposes_like_the_fit(tmp_path: Path) -> None:
@@ -193,7 +201,7 @@ def test_textured_glb_maps_back_to_the_mesh_colours(tmp_path: Path) -> None:
     model = make_body_model("anny")
     shape = torch.zeros(model.shape_size)
     canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
-    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
+    fit, mesh, recon = anny_subject(tmp_path, model, shape, canonical)
     colours = 0.2 + 0.6 * (canonical - canonical.min(0)) / np.ptp(canonical, axis=0)
     write_ply(mesh, canonical, model.faces, colours)
     summary = export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "s.glb",
@@ -254,29 +262,52 @@ def test_decimated_avatar_keeps_a_valid_skin(tmp_path: Path, coloured: bool) -> 
     assert np.abs(posed - expected).max() < 1e-4
 
 
-def test_run_dataset_writes_the_data_set_frame(tmp_path: Path) -> None:
-    """``export-dataset``: the reconstruction and its fitted body as OBJ in MVP-Human's frame
-    (Y up, pelvis origin, da-pose), by the fitted body alone."""
-    from pipeline.frames import DatasetFrame
-    from pipeline.registration import pose_body
-    from pipeline.scans import read_mesh
+def test_export_imports_no_torch() -> None:
+    """``import pipeline.export`` (the avatar stage) loads neither torch nor a body model:
+    the rig is the fit file's (a child interpreter, so this process's imports do not
+    count)."""
+    heavy = ("torch", "anny", "roma", "pipeline.bodymodel", "pipeline.registration")
+    child = ("import sys, pipeline.export\n"
+             f"print(sorted(set({heavy!r}) & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "[]"
 
+
+@pytest.mark.parametrize("coloured", [False, True])
+def test_stored_skeleton_gives_the_glb_of_the_body_model(tmp_path: Path, coloured: bool,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    """The same fit file with its stored rig and without it (a fit from before it was
+    stored: the body model's skeleton, one INFO line saying so) exports the same bytes;
+    a file with half the rig is refused."""
     model = make_body_model("anny")
     shape = torch.zeros(model.shape_size)
+    shape[:2] = torch.tensor([0.3, -0.2])
     canonical = model.canonical(shape).vertices.detach().numpy().astype(np.float64)
-    fit, mesh, recon = _anny_subject(tmp_path, model, shape, canonical)
-    frame = {"up": "y", "forward": "z", "unit_m": 1.0, "origin": "pelvis",
-             "pose": {"name": "da", "arm_deg": None, "leg_deg": None}}
-    export.run_dataset(mesh=mesh, recon=recon, fit=fit, frame=json.dumps(frame),
-                       output=tmp_path / "s.obj", body_output=tmp_path / "body.obj",
-                       params={"body_model": "anny"})
-    vertices, _ = read_mesh(tmp_path / "s.obj")
-    body, _ = read_mesh(tmp_path / "body.obj")
-    stated = DatasetFrame.from_config(frame)
-    posed = pose_body(model, shape, model.pose_from_degrees(stated.body_pose().as_dict()))
-    expected = (posed.posed - posed.pelvis) @ stated.axes().T
-    assert np.abs(body - expected).max() < 1e-5
-    assert np.ptp(vertices[:, 1]) > np.ptp(vertices[:, 2])  # Y up
+    params = {"fit": {"body_model": "anny"}, "export": {"faces": 1000, "texture_size": 32}}
+    glbs = []
+    for stored in (True, False):
+        fit, mesh, recon = anny_subject(tmp_path, model, shape, canonical, skeleton=stored)
+        if coloured:
+            write_ply(mesh, canonical, model.faces, 0.2 + 0.6 * (canonical - canonical.min(0))
+                      / np.ptp(canonical, axis=0))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pipeline.export"):
+            export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / f"{stored}.glb",
+                       params=params)
+        older = [r for r in caplog.records if "predates the stored skeleton" in r.message]
+        assert len(older) == (0 if stored else 1)
+        glbs.append((tmp_path / f"{stored}.glb").read_bytes())
+    assert glbs[0] == glbs[1]
+
+    with np.load(fit) as npz:
+        half = {k: npz[k] for k in npz.files}
+    half["bone_parents"] = model.skeleton(shape).parents
+    np.savez(fit, **half)
+    with pytest.raises(PipelineError, match="bone_parents but not all of"):
+        export.run(mesh=mesh, recon=recon, fit=fit, output=tmp_path / "half.glb",
+                   params=params)
 
 
 def test_chart_groups_merge_small_bones_into_the_bone_above() -> None:

@@ -206,6 +206,13 @@ def test_stage_writes_npz_report_and_overlays(model, scene, tmp_path):
                               torch.from_numpy(fit["skinning_weights"]),
                               torch.from_numpy(fit["bone_transforms"]))
         np.testing.assert_allclose(skinned.numpy(), fit["posed_vertices"], atol=1e-4)
+        # The rig the avatar export reads: the body model's skeleton of the saved shape (at
+        # the fit's thread count, which fit_to_files left this process at).
+        rig = model.skeleton(torch.from_numpy(fit["shape"]))
+        assert fit["bone_parents"].dtype == np.int64 and fit["bone_bind"].dtype == np.float64
+        assert fit["bone_bind"].shape == (len(fit["bone_names"]), 4, 4)
+        np.testing.assert_array_equal(fit["bone_parents"], rig.parents)
+        np.testing.assert_array_equal(fit["bone_bind"], rig.bind)
     report = json.loads((out / "s000.json").read_text())
     assert report["history"][0]["stage"] == "global" and "act01" in report["views"]
     assert sorted(p.name for p in (out / "s000").iterdir()) == ["act00.png", "act01.png"]
@@ -246,6 +253,7 @@ def test_smplx_body_model_runs_through_the_stage(scene, tmp_path):
         assert fit["posed_vertices"].shape[1] >= 9930 and fit["pose"].shape == (2, 21, 3)
         assert np.isfinite(fit["posed_vertices"]).all()
         assert fit["bone_transforms"].shape == (2, 55, 4, 4)
+        assert fit["bone_parents"].shape == (55,) and fit["bone_bind"].shape == (55, 4, 4)
 
 
 def test_pytorch3d_silhouette_needs_the_package(model, scene):

@@ -24,11 +24,11 @@ from tests.conftest import require
 require("anny")
 
 from pipeline.bodymodel import axis_angle_to_matrix, make_body_model  # noqa: E402
-from pipeline.export import to_dataset_frame  # noqa: E402
 from pipeline.register import RegisterParams, dataset_map, register_subject  # noqa: E402
 from pipeline.registration import pose_body, register_body, repose, unpose  # noqa: E402
 from pipeline.scans import punch_holes  # noqa: E402
 from pipeline.sdf import surface_samples  # noqa: E402
+from pipeline.submission import to_dataset_frame  # noqa: E402
 
 
 def _rotation(*rotvec: float) -> np.ndarray:

@@ -141,6 +141,10 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     recon = json.loads((tmp_path / "results/syn/recon/pixel2isdf/s000.json").read_text())
     assert recon["split"] == "train" and recon["resolution"] == 32
     assert (tmp_path / "results/syn/recon/pixel2isdf/s000.ply").exists()
+    # After the reconstruction, one job a subject runs the five stages that read it.
+    assess_log = (tmp_path / "logs/syn/assess/pixel2isdf/s000.log").read_text()
+    assert re.search(r"evaluate [0-9.]+ s, render [0-9.]+ s, selfcheck [0-9.]+ s, "
+                     r"colour [0-9.]+ s, export [0-9.]+ s", assess_log)
     evaluation = json.loads((tmp_path / "results/syn/eval/pixel2isdf/s000.json").read_text())
     assert set(evaluation["metrics"]) == {"model", "fitted_body", "truth_body"}
     assert evaluation["metrics"]["fitted_body"]["chamfer_cm"] > 0
@@ -169,24 +173,24 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
         "preprocess": 1, "fit": 1, "cache": 1, "train_normal": 1, "train": 1,
-        "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1, "render_recon": 1,
-        "selfcheck": 1, "export_avatar": 1, "colour": 1, "training_curves": 1, "all": 1}
+        "reconstruct": 1, "assess": 1, "evaluate_summary": 1, "training_curves": 1,
+        "all": 1}
 
     # A training parameter changes: only Pixel2ISDF retrains.
     config = _synthetic_config()
     config["train"]["n_points"] = 32
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "train": 1, "reconstruct": 1, "evaluate": 1, "evaluate_summary": 1,
-        "render_recon": 1, "selfcheck": 1, "export_avatar": 1, "colour": 1,
+        "train": 1, "reconstruct": 1, "assess": 1, "evaluate_summary": 1,
         "training_curves": 1, "all": 1}
 
-    # An evaluation parameter changes: only the scores and their summary.
+    # An evaluation parameter changes: the subject's assessment (one job: scores, render,
+    # self-check, colour, avatar) and the summary; nothing upstream.
     config = _synthetic_config()
     config["evaluate"]["n_samples"] = 1500
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "evaluate": 1, "evaluate_summary": 1, "all": 1}
+        "assess": 1, "evaluate_summary": 1, "all": 1}
 
     # A checkpoint given by path (trained elsewhere): no training job, the meshes redone.
     given = tmp_path / "given.pt"
@@ -210,8 +214,7 @@ def test_synthetic_default_chain_and_rerun_scope(tmp_path):
     config["data"]["predict_subjects"] = ["s000"]
     write_config(tmp_path, config)
     assert _planned_jobs(run_snakemake(tmp_path, "--cores", "1", "-n")) == {
-        "cache": 1, "reconstruct": 1, "selfcheck": 1, "export_avatar": 1, "colour": 1,
-        "evaluate_summary": 1, "all": 1}
+        "cache": 1, "reconstruct": 1, "assess_untruthed": 1, "evaluate_summary": 1, "all": 1}
     run_snakemake(tmp_path, "--cores", "2")
     with h5py.File(tmp_path / "results/syn/cache/s000.h5", "r") as cache:
         assert "sdf" not in cache and "predict_subjects" in cache.attrs["targets"]
