@@ -4,10 +4,11 @@ beside an older commit's, and whether it loads torch.
     .venv/bin/python benchmarks/stage_imports.py --baseline dfbc561
     .venv/bin/python benchmarks/stage_imports.py --baseline dfbc561 --write docs/results.md
 
-For every stage of ``python -m pipeline`` (``pipeline.cli.STAGES``) present in both trees,
-a fresh interpreter of each tree (``PYTHONSAFEPATH=1``, the tree first on ``PYTHONPATH``)
-imports the stage's module; the time from before the import to after it, the fastest of
-``--repeats``, trees alternating. Interpreter start itself is left out of both.
+For every stage of ``python -m pipeline`` (``pipeline.cli.STAGES``; "-" in the baseline's
+columns for a module it lacks), a fresh interpreter of each tree (``PYTHONSAFEPATH=1``, the
+tree first on ``PYTHONPATH``) imports the stage's module; the time from before the import to
+after it, the fastest of ``--repeats``, trees alternating. Interpreter start itself is left
+out of both.
 """
 
 from __future__ import annotations
@@ -29,19 +30,24 @@ CHILD = """
 import json, sys, time
 start = time.perf_counter()
 import importlib
-importlib.import_module(sys.argv[1])
-print("IMPORT " + json.dumps([time.perf_counter() - start, "torch" in sys.modules]))
+module = importlib.import_module(sys.argv[1])
+print("IMPORT " + json.dumps([time.perf_counter() - start, "torch" in sys.modules,
+                              module.__file__]))
 """
 
 
 def import_time(tree: Path, module: str) -> tuple[float, bool] | None:
     """Seconds to import ``module`` with ``tree``'s code and whether torch came with it;
-    None when the module is not there."""
+    None when the module is not there (or came from another tree: the environment's
+    editable install finds a module the tree lacks in the repository)."""
     env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, "-c", CHILD, module], env=env, capture_output=True,
                           text=True, cwd=tree)
     line = next((x for x in done.stdout.splitlines() if x.startswith("IMPORT ")), None)
-    return None if line is None else tuple(json.loads(line.removeprefix("IMPORT ")))
+    if line is None:
+        return None
+    seconds, torch, path = json.loads(line.removeprefix("IMPORT "))
+    return (seconds, torch) if Path(path).resolve().is_relative_to(tree.resolve()) else None
 
 
 def main() -> int:
@@ -63,16 +69,16 @@ def main() -> int:
                     if got is not None and (best.get(name) is None or got[0] < best[name][0]):
                         best[name] = got
                     best.setdefault(name, got)
-            if best["now"] and best["base"]:
+            if best["now"]:  # a module new since the baseline: "-" there
                 rows.append((module, best["base"], best["now"]))
                 print(module, best, flush=True)
     lines = [f"Import of each stage's module in a fresh interpreter, fastest of "
              f"{args.repeats}, this tree beside commit {args.baseline} (one after the other, "
              f"{os.cpu_count()} CPU cores).", "",
              f"| module | {args.baseline} (s) | torch | now (s) | torch |", "|---|---|---|---|---|"]
-    for module, (b, bt), (n, nt) in rows:
-        lines.append(f"| {module} | {b:.2f} | {'yes' if bt else 'no'} | {n:.2f} | "
-                     f"{'yes' if nt else 'no'} |")
+    for module, base, (n, nt) in rows:
+        then = "- | -" if base is None else f"{base[0]:.2f} | {'yes' if base[1] else 'no'}"
+        lines.append(f"| {module} | {then} | {n:.2f} | {'yes' if nt else 'no'} |")
     text = "\n".join(lines)
     print(text)
     for doc in args.write:
